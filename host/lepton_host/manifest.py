@@ -1,0 +1,311 @@
+"""The overlay package manifest: the one contract between the build side and the board side.
+
+A package directory holds `manifest.json` plus the artifacts it lists. The manifest is typed and versioned;
+`load_manifest` rejects a malformed, foreign, edited or tampered package with a message that names the field
+or file. Only numpy and the standard library are used, so the board can read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ChecksumError, FormatError, ManifestError
+from .fixedpoint import FixedFormat
+
+SCHEMA = "lepton-hls/manifest"
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TASKS = ("classifier", "autoencoder", "regressor")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output port of the accelerator: per-sample shape and the fixed-point format on the wire."""
+
+    name: str
+    shape: tuple[int, ...]
+    format: FixedFormat
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "format": self.format.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> TensorSpec:
+        _require(d, ("name", "shape", "format"), where)
+        shape = d["shape"]
+        if not isinstance(shape, list) or not all(isinstance(s, int) and s > 0 for s in shape):
+            raise ManifestError(f"{where}.shape must be a list of positive integers, got {shape!r}")
+        try:
+            fmt = FixedFormat.from_dict(d["format"])
+        except FormatError as e:
+            raise ManifestError(f"{where}.format: {e}") from None
+        return cls(name=str(d["name"]), shape=tuple(shape), format=fmt)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw features become the model's inputs: y = (x - mean) / scale, element-wise (broadcast)."""
+
+    kind: str = "identity"  # identity | standard
+    mean: tuple[float, ...] = ()
+    scale: tuple[float, ...] = ()
+    note: str = ""
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.kind == "identity":
+            return x
+        mean = np.asarray(self.mean, dtype=np.float64)
+        scale = np.asarray(self.scale, dtype=np.float64)
+        return (x - mean) / scale
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "mean": list(self.mean), "scale": list(self.scale), "note": self.note}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "preprocessing") -> Preprocessing:
+        kind = d.get("kind", "identity")
+        if kind not in ("identity", "standard"):
+            raise ManifestError(f"{where}.kind must be 'identity' or 'standard', got {kind!r}")
+        mean, scale = tuple(float(v) for v in d.get("mean", ())), tuple(float(v) for v in d.get("scale", ()))
+        if kind == "standard" and (not mean or len(mean) != len(scale) or any(s == 0 for s in scale)):
+            raise ManifestError(f"{where}: a standard scaler needs equal-length mean and non-zero scale lists")
+        return cls(kind=kind, mean=mean, scale=scale, note=str(d.get("note", "")))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    source: str  # "zoo:<name>" or the path the user gave
+    sha256: str  # of the model's architecture + weights as packaged
+    task: str = "classifier"
+    classes: tuple[str, ...] = ()
+    threshold: float | None = None  # autoencoder: reconstruction-error threshold for "anomalous"
+    framework: str = "qkeras"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelInfo:
+        _require(d, ("name", "source", "sha256"), "model")
+        task = d.get("task", "classifier")
+        if task not in TASKS:
+            raise ManifestError(f"model.task must be one of {TASKS}, got {task!r}")
+        thr = d.get("threshold")
+        return cls(
+            name=str(d["name"]),
+            source=str(d["source"]),
+            sha256=str(d["sha256"]),
+            task=task,
+            classes=tuple(str(c) for c in d.get("classes", ())),
+            threshold=None if thr is None else float(thr),
+            framework=str(d.get("framework", "qkeras")),
+        )
+
+
+@dataclass(frozen=True)
+class HlsInfo:
+    backend: str
+    board: str | None
+    part: str
+    clock_ns: float
+    io_type: str
+    strategy: str
+    reuse_factor: int
+    project_name: str = "myproject"
+    hls4ml_version: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HlsInfo:
+        _require(d, ("backend", "part", "clock_ns", "io_type", "strategy", "reuse_factor"), "hls")
+        return cls(
+            backend=str(d["backend"]),
+            board=d.get("board"),
+            part=str(d["part"]),
+            clock_ns=float(d["clock_ns"]),
+            io_type=str(d["io_type"]),
+            strategy=str(d["strategy"]),
+            reuse_factor=int(d["reuse_factor"]),
+            project_name=str(d.get("project_name", "myproject")),
+            hls4ml_version=str(d.get("hls4ml_version", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """What the package promises about C simulation versus the model (checked by `lepton-hls verify`)."""
+
+    identical_rows_min: float = 1.0  # before the final softmax, on inputs on the input grid
+    argmax_agreement_min: float = 0.995  # after it
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Fidelity:
+        return cls(
+            identical_rows_min=float(d.get("identical_rows_min", 1.0)),
+            argmax_agreement_min=float(d.get("argmax_agreement_min", 0.995)),
+            note=str(d.get("note", "")),
+        )
+
+
+@dataclass
+class Manifest:
+    model: ModelInfo
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    hls: HlsInfo
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    artifacts: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    # Named tool reports added after the build (verification, rtl, overlay, synth): free-form JSON objects.
+    reports: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    tool_version: str = ""
+
+    # ---- serialisation --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        body = {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "created": self.created,
+            "tool_version": self.tool_version,
+            "model": asdict(self.model) | {"classes": list(self.model.classes)},
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "preprocessing": self.preprocessing.to_dict(),
+            "hls": asdict(self.hls),
+            "fidelity": asdict(self.fidelity),
+            "artifacts": dict(sorted(self.artifacts.items())),
+            "reports": self.reports,
+        }
+        body["digest"] = _digest(body)
+        return body
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Manifest:
+        if not isinstance(d, dict):
+            raise ManifestError("manifest.json must hold a JSON object")
+        if d.get("schema") != SCHEMA:
+            raise ManifestError(f"not a lepton-hls manifest (schema {d.get('schema')!r}, expected {SCHEMA!r})")
+        if d.get("version") != SCHEMA_VERSION:
+            raise ManifestError(
+                f"manifest schema version {d.get('version')!r} is not supported by this runtime (supports "
+                f"{SCHEMA_VERSION}); rebuild the package or upgrade lepton-hls"
+            )
+        _require(d, ("model", "inputs", "outputs", "hls", "artifacts", "digest"), "manifest")
+        digest = d["digest"]
+        if digest != _digest({k: v for k, v in d.items() if k != "digest"}):
+            raise ManifestError("manifest.json was edited after it was written (its digest does not match)")
+        if not d["inputs"] or not d["outputs"]:
+            raise ManifestError("manifest declares no inputs or no outputs")
+        artifacts = d["artifacts"]
+        if not isinstance(artifacts, dict) or not all(
+            isinstance(v, str) and len(v) == 64 for v in artifacts.values()
+        ):
+            raise ManifestError("manifest.artifacts must map relative paths to sha256 hex digests")
+        for rel in artifacts:
+            if os.path.isabs(rel) or ".." in Path(rel).parts:
+                raise ManifestError(f"artifact path {rel!r} escapes the package directory")
+        try:
+            return cls(
+                model=ModelInfo.from_dict(d["model"]),
+                inputs=[TensorSpec.from_dict(t, f"inputs[{i}]") for i, t in enumerate(d["inputs"])],
+                outputs=[TensorSpec.from_dict(t, f"outputs[{i}]") for i, t in enumerate(d["outputs"])],
+                hls=HlsInfo.from_dict(d["hls"]),
+                preprocessing=Preprocessing.from_dict(d.get("preprocessing", {})),
+                fidelity=Fidelity.from_dict(d.get("fidelity", {})),
+                artifacts=dict(artifacts),
+                reports=dict(d.get("reports", {})),
+                created=str(d.get("created", "")),
+                tool_version=str(d.get("tool_version", "")),
+            )
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ManifestError(f"malformed manifest: {e}") from None
+
+    # ---- files ----------------------------------------------------------------------------------------
+    def save(self, package_dir: str | os.PathLike) -> Path:
+        path = Path(package_dir) / MANIFEST_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)  # a reader never sees a half-written manifest
+        return path
+
+    def add_artifacts(self, package_dir: str | os.PathLike, paths) -> None:
+        """Record (or refresh) the sha256 of files inside the package."""
+        root = Path(package_dir)
+        for p in paths:
+            p = Path(p)
+            rel = p.relative_to(root) if p.is_absolute() else p
+            self.artifacts[rel.as_posix()] = sha256_file(root / rel)
+
+    def verify_artifacts(self, package_dir: str | os.PathLike, only=None) -> None:
+        """Raise ChecksumError naming the first artifact that is missing or altered."""
+        root = Path(package_dir)
+        for rel, expected in sorted(self.artifacts.items()):
+            if only is not None and not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in only):
+                continue
+            path = root / rel
+            if not path.is_file():
+                raise ChecksumError(f"package {root}: artifact {rel} is missing")
+            actual = sha256_file(path)
+            if actual != expected:
+                raise ChecksumError(
+                    f"package {root}: sha256 mismatch for {rel} (manifest {expected[:12]}..., file {actual[:12]}...); "
+                    "the file was altered or corrupted: rebuild the package"
+                )
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    @property
+    def output(self) -> TensorSpec:
+        return self.outputs[0]
+
+
+def load_manifest(package_dir: str | os.PathLike, verify: bool = True, only=None) -> Manifest:
+    """Read and validate `package_dir/manifest.json`; with `verify`, check every artifact's sha256
+    (or only those under the relative paths in `only`)."""
+    root = Path(package_dir)
+    path = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise ManifestError(f"{root} is not a package directory (run `lepton-hls build ... --out {root}` first)")
+    if not path.is_file():
+        raise ManifestError(f"{root} has no {MANIFEST_NAME}: not a lepton-hls package")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path} is not valid JSON: {e}") from None
+    manifest = Manifest.from_dict(data)
+    if verify:
+        manifest.verify_artifacts(root, only=only)
+    return manifest
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _require(d: Any, keys, where: str) -> None:
+    if not isinstance(d, dict):
+        raise ManifestError(f"{where} must be a JSON object")
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise ManifestError(f"{where} is missing {', '.join(missing)}")

@@ -1,0 +1,47 @@
+"""`lepton-hls` command line. Each sub-command lives in `lepton_hls/commands/<name>.py` and exposes
+`register(subparsers)`; the parser calls the function stored as `func` with the parsed arguments."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from lepton_host.errors import LeptonError
+
+from . import __version__, commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lepton-hls",
+        description="Compile quantized neural networks into verified FPGA accelerators and serve them at the edge.",
+    )
+    parser.add_argument("--version", action="version", version=f"lepton-hls {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LeptonError as e:
+        print(f"lepton-hls {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"lepton-hls {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
