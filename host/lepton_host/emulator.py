@@ -1,0 +1,201 @@
+"""Bit-exact emulators of an overlay package's accelerator, with numpy alone.
+
+Two implementations behind one interface, both loaded from a package directory:
+
+- `CsimEmulator` calls hls4ml's compiled C simulation (`emulation/csim.so`) through ctypes, one sample per
+  call: the reference, as slow as hls4ml's own `predict`.
+- `FastEmulator` runs the integer engine (`engine/graph.json`, `engine/weights.npz`) on whole batches; it is
+  checked bit for bit against the C simulation.
+
+`predict(x)` takes model-domain float inputs (already preprocessed) and returns float64 outputs;
+`predict_raw(raw)` takes raw integers in the input's fixed-point format and returns raw integers in the
+output's format, which is what the accelerator sees on its AXI streams.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EmulationError, InputShapeError, LeptonError
+from .fixedpoint import FixedFormat
+
+CSIM_LIB = Path("emulation") / "csim.so"
+ENGINE_DIR = Path("engine")
+GRAPH_NAME = "graph.json"
+ENGINES = ("fast", "csim")
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """Shape (per sample) and fixed-point format of the accelerator's input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    format: FixedFormat
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+def read_ports(package_dir: str | os.PathLike) -> tuple[PortSpec, PortSpec]:
+    """The input and output ports: from `manifest.json` when the package has one, else from the engine graph
+    (a package being assembled has the graph before its manifest)."""
+    root = Path(package_dir)
+    if (root / "manifest.json").is_file():
+        from .manifest import load_manifest
+
+        m = load_manifest(root, verify=False)
+        i, o = m.input, m.output
+        return PortSpec(i.name, tuple(i.shape), i.format), PortSpec(o.name, tuple(o.shape), o.format)
+    graph_path = root / ENGINE_DIR / GRAPH_NAME
+    if not graph_path.is_file():
+        raise EmulationError(f"{root}: neither manifest.json nor {ENGINE_DIR / GRAPH_NAME} found; not a package")
+    graph = json.loads(graph_path.read_text())
+    by_name = {layer["name"]: layer for layer in graph["layers"]}
+    ports = []
+    for name in (graph["inputs"][0], graph["outputs"][0]):
+        layer = by_name[name]
+        ports.append(PortSpec(name, tuple(layer["shape"]), FixedFormat.from_dict(layer["format"])))
+    return ports[0], ports[1]
+
+
+class Emulator:
+    """What both emulators offer. Subclasses implement `predict_raw`; `predict` quantizes the inputs exactly as
+    the C simulation's double-to-ap_fixed conversion does."""
+
+    name = "emulator"
+    input: PortSpec
+    output: PortSpec
+
+    def predict(self, x) -> np.ndarray:
+        x = self._check_batch(x)
+        return self.output.format.to_float(self.predict_raw(self.input.format.quantize(x)))
+
+    def predict_raw(self, raw_in) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _check_batch(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        shape = self.input.shape
+        if x.shape[1:] != shape:
+            if x.ndim >= 1 and x.size % self.input.size == 0 and x.ndim == 2 and x.shape[1] == self.input.size:
+                x = x.reshape((x.shape[0],) + shape)
+            else:
+                raise InputShapeError(
+                    f"{self.name} emulator: batch of shape {x.shape} does not match the input "
+                    f"{self.input.name} of shape (N, {', '.join(map(str, shape))})"
+                )
+        return x
+
+
+class CsimEmulator(Emulator):
+    """hls4ml's C simulation library, one sample per call, through its `<project>_double` bridge."""
+
+    name = "csim"
+
+    def __init__(self, package_dir: str | os.PathLike, project_name: str | None = None):
+        root = Path(package_dir)
+        self.input, self.output = read_ports(root)
+        lib_path = root / CSIM_LIB
+        if not lib_path.is_file():
+            raise EmulationError(f"{root}: {CSIM_LIB} is missing; rebuild the package with `lepton-hls build`")
+        _check_weights_dir(lib_path)
+        project_name = project_name or _project_name(root)
+        try:
+            # RTLD_LOCAL keeps two packages' identically named symbols apart.
+            self._lib = ctypes.CDLL(str(lib_path.resolve()), mode=os.RTLD_LOCAL)
+            fn = getattr(self._lib, f"{project_name}_double")
+        except (OSError, AttributeError) as e:
+            raise EmulationError(f"{lib_path}: cannot load the C simulation ({e})") from None
+        ptr = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
+        fn.restype = None
+        fn.argtypes = [ptr, ptr]
+        self._fn = fn
+
+    def predict(self, x) -> np.ndarray:
+        """Pass float64 values straight to the C simulation, which quantizes them itself."""
+        x = np.ascontiguousarray(self._check_batch(x), dtype=np.float64)
+        return self._run(x.reshape(len(x), -1))
+
+    def predict_raw(self, raw_in) -> np.ndarray:
+        raw = np.asarray(raw_in, dtype=np.int64)
+        if raw.shape[1:] != self.input.shape:
+            raw = raw.reshape((-1,) + self.input.shape)
+        # Raw values on the input grid are exact in double, so the conversion inside the bridge is lossless.
+        x = self.input.format.to_float(raw).reshape(len(raw), -1)
+        return self.output.format.quantize(self._run(np.ascontiguousarray(x)))
+
+    def _run(self, x2d: np.ndarray) -> np.ndarray:
+        n = len(x2d)
+        out = np.zeros((n, self.output.size), dtype=np.float64)
+        fn = self._fn
+        for i in range(n):
+            fn(x2d[i], out[i])
+        return out.reshape((n,) + self.output.shape)
+
+
+class FastEmulator(Emulator):
+    """The integer engine: whole batches, bit-identical to the C simulation."""
+
+    name = "fast"
+
+    def __init__(self, package_dir: str | os.PathLike):
+        from .engine import Engine
+
+        root = Path(package_dir)
+        self.input, self.output = read_ports(root)
+        self.engine = Engine.load(root / ENGINE_DIR)
+
+    def predict_raw(self, raw_in) -> np.ndarray:
+        raw = np.asarray(raw_in, dtype=np.int64)
+        if raw.shape[1:] != self.input.shape:
+            raw = raw.reshape((-1,) + self.input.shape)
+        return self.engine.run_raw(raw)
+
+    def trace_raw(self, raw_in) -> dict[str, np.ndarray]:
+        """Every layer's raw output, by layer name."""
+        raw = np.asarray(raw_in, dtype=np.int64).reshape((-1,) + self.input.shape)
+        return self.engine.run_raw(raw, trace=True)
+
+
+def load_emulator(package_dir: str | os.PathLike, engine: str = "fast") -> Emulator:
+    if engine == "fast":
+        return FastEmulator(package_dir)
+    if engine == "csim":
+        return CsimEmulator(package_dir)
+    raise EmulationError(f"unknown emulator engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+
+def _project_name(root: Path) -> str:
+    if (root / "manifest.json").is_file():
+        try:
+            from .manifest import load_manifest
+
+            return load_manifest(root, verify=False).hls.project_name
+        except LeptonError:
+            pass
+    return "myproject"
+
+
+def _check_weights_dir(lib_path: Path) -> None:
+    """A C simulation compiled with hls4ml's WriteWeightsTxt reads its weights at first call from an absolute
+    directory baked into the library, and calls exit(1) when it is gone: refuse it here instead."""
+    data = lib_path.read_bytes()
+    marker = b"/firmware/weights\x00"
+    at = data.find(marker)
+    if at < 0:
+        return
+    start = data.rfind(b"\x00", 0, at) + 1
+    weights_dir = data[start : at + len(marker) - 1].decode(errors="replace")
+    if not Path(weights_dir).is_dir():
+        raise EmulationError(
+            f"{lib_path} reads its weights from {weights_dir}, which no longer exists; rebuild the package "
+            "(convert with write_weights_txt=False so the weights are compiled into the library)"
+        )
