@@ -1,0 +1,217 @@
+"""Dynamic batching in front of one backend, Triton-style: requests wait at most `max_queue_delay_s` for
+company, up to `max_batch_size` samples go to the backend in one call, the queue is bounded (a full queue
+refuses at once instead of growing), and one call that runs past `compute_timeout_s` marks the backend stalled
+so new work goes elsewhere until it returns.
+
+The backend runs in one worker thread: a board serves one DMA transfer at a time, and the event loop must stay
+free to answer other requests (and the cloud path) while it works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from lepton_host.errors import LeptonError
+
+from .errors import EdgeUnavailable, Overloaded
+
+
+@dataclass
+class BatcherConfig:
+    max_batch_size: int = 64
+    max_queue_delay_s: float = 0.0005
+    max_queue_size: int = 256  # requests waiting, not counting the batch in flight
+    compute_timeout_s: float = 1.0
+
+
+@dataclass
+class BatchResult:
+    y: np.ndarray
+    queue_s: float
+    compute_s: float
+    batch_size: int
+
+
+class _Item:
+    __slots__ = ("x", "n", "future", "enqueued")
+
+    def __init__(self, x: np.ndarray, future: asyncio.Future):
+        self.x = x
+        self.n = x.shape[0]
+        self.future = future
+        self.enqueued = time.perf_counter()
+
+
+class DynamicBatcher:
+    def __init__(self, predict: Callable[[np.ndarray, float | None], np.ndarray], config: BatcherConfig,
+                 name: str = "edge", on_batch: Callable[[int, float, float], None] | None = None):
+        self._predict = predict
+        self.config = config
+        self.name = name
+        self._on_batch = on_batch  # (batch size, queue seconds of the oldest, compute seconds)
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._queued_rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-backend")
+        self._busy_since: float | None = None
+        self._compute_ewma_s = 0.0
+        self.last_error: str = ""
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._worker is None:
+            self._wakeup = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"{self.name}-batcher")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._worker = None
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(EdgeUnavailable(f"{self.name} batcher stopped"))
+        # A thread stuck in a hung backend cannot be joined; do not wait for it.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- state the router reads -----------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def stalled(self) -> bool:
+        return self._busy_since is not None and time.perf_counter() - self._busy_since > self.config.compute_timeout_s
+
+    def estimated_wait_s(self, rows: int = 1) -> float:
+        """How long new work would wait before its batch finishes, from the recent per-batch compute time."""
+        per_batch = self._compute_ewma_s
+        batches_ahead = (self._queued_rows + rows + self.config.max_batch_size - 1) // self.config.max_batch_size
+        in_flight = 1 if self._busy_since is not None else 0
+        return (batches_ahead + in_flight) * per_batch
+
+    # ---- work ------------------------------------------------------------------------------------------
+    def submit(self, x: np.ndarray) -> asyncio.Future:
+        """Queue `x` (N, ...) and return a future of BatchResult. Raises Overloaded when the queue is full and
+        EdgeUnavailable when the backend is stalled."""
+        if self.stalled:
+            raise EdgeUnavailable(
+                f"{self.name} backend has not answered for {self.config.compute_timeout_s:.3g} s (hung?)"
+            )
+        if len(self._queue) >= self.config.max_queue_size:
+            raise Overloaded(
+                f"{self.name} queue is full ({self.config.max_queue_size} requests waiting); retry later"
+            )
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(x, fut))
+        self._queued_rows += x.shape[0]
+        self._wakeup.set()
+        return fut
+
+    def _pop(self) -> _Item | None:
+        while self._queue:
+            item = self._queue.popleft()
+            self._queued_rows -= item.n
+            if not item.future.done():  # skip requests whose caller already gave up
+                return item
+        return None
+
+    async def _collect(self) -> list[_Item]:
+        while True:
+            first = self._pop()
+            if first is not None:
+                break
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        batch, rows = [first], first.n
+        cap = self.config.max_batch_size
+        deadline = first.enqueued + self.config.max_queue_delay_s
+        while rows < cap:
+            if self._queue:
+                if rows + self._queue[0].n > cap:
+                    break
+                item = self._pop()
+                if item is not None:
+                    batch.append(item)
+                    rows += item.n
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch], axis=0)
+            start = time.perf_counter()
+            queue_s = start - batch[0].enqueued
+            self._busy_since = start
+            call = loop.run_in_executor(self._executor, self._predict, x, self.config.compute_timeout_s)
+            try:
+                y = await asyncio.wait_for(asyncio.shield(call), self.config.compute_timeout_s)
+                err = None
+            except asyncio.TimeoutError:
+                err = EdgeUnavailable(
+                    f"{self.name} backend did not answer a batch of {x.shape[0]} within "
+                    f"{self.config.compute_timeout_s:.3g} s (board hung?)"
+                )
+            except LeptonError as e:
+                err = EdgeUnavailable(f"{self.name} backend failed: {e}")
+            except Exception as e:  # a backend bug must not kill the worker
+                err = EdgeUnavailable(f"{self.name} backend raised {type(e).__name__}: {e}")
+            compute_s = time.perf_counter() - start
+            if err is not None:
+                self.last_error = str(err)
+                for b in batch:
+                    if not b.future.done():
+                        b.future.set_exception(err)
+                if not call.done():
+                    # Hung: fail what is queued (it would only wait), then wait for the thread to come back.
+                    while self._queue:
+                        item = self._pop()
+                        if item is not None:
+                            item.future.set_exception(err)
+                    try:
+                        await call
+                    except Exception:
+                        pass
+                self._busy_since = None
+                continue
+            self._busy_since = None
+            self.last_error = ""
+            self._compute_ewma_s = compute_s if self._compute_ewma_s == 0 else 0.8 * self._compute_ewma_s + 0.2 * compute_s
+            if self._on_batch:
+                self._on_batch(x.shape[0], queue_s, compute_s)
+            if y.shape[0] != x.shape[0]:
+                err = EdgeUnavailable(f"{self.name} backend returned {y.shape[0]} rows for {x.shape[0]}")
+                for b in batch:
+                    if not b.future.done():
+                        b.future.set_exception(err)
+                continue
+            offset = 0
+            for b in batch:
+                if not b.future.done():
+                    b.future.set_result(
+                        BatchResult(y[offset : offset + b.n], start - b.enqueued, compute_s, x.shape[0])
+                    )
+                offset += b.n
+

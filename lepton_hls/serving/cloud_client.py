@@ -1,0 +1,220 @@
+"""The cloud fallback client: Open Inference Protocol v2 over a pooled async HTTP client (httpx), with
+connect/read timeouts, a retry budget (retries may add at most a fixed fraction to the traffic, so a sick
+server is not hit by a retry storm), a circuit breaker, and optional hedging (a second request after the
+recent latency percentile; the first answer wins).
+
+It talks to any OIP server: the reference cloud server, Triton, KServe, MLServer. Servers differ in small
+ways, handled here: errors as `{"error": ...}` or FastAPI's `{"detail": ...}`, and servers without Triton's
+binary tensor extension (a 4xx answer to a binary request switches this client to JSON for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+
+from .breaker import STATE_VALUE, BreakerConfig, CircuitBreaker
+from .errors import DeadlineExceeded, Unavailable, UpstreamError
+from .metrics import ServingMetrics
+from .oip import HEADER_LENGTH, Tensor, decode_infer_response, encode_infer_request, error_message
+
+RETRYABLE_STATUS = (429, 500, 502, 503, 504)
+
+
+@dataclass
+class CloudConfig:
+    url: str
+    model: str = ""  # model name on the cloud server; default: the package's
+    connect_timeout_s: float = 0.5
+    read_timeout_s: float = 2.0
+    max_connections: int = 32
+    retries: int = 1  # per request, on connection errors and 429/5xx, within the budget
+    retry_budget_ratio: float = 0.1  # retries <= 10% of requests (+ a small reserve)
+    retry_reserve: float = 3.0
+    hedge_percentile: float | None = None  # e.g. 95: hedge once the request outlives p95 of recent ones
+    hedge_min_samples: int = 20
+    binary: bool = True
+    token: str | None = None
+    breaker: BreakerConfig | None = None
+
+
+class RetryBudget:
+    """A token bucket: each request earns `ratio` of a retry, each retry spends one."""
+
+    def __init__(self, ratio: float, reserve: float):
+        self.ratio, self.cap = ratio, reserve
+        self.tokens = reserve
+
+    def earn(self) -> None:
+        self.tokens = min(self.cap, self.tokens + self.ratio)
+
+    def spend(self) -> bool:
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class CloudClient:
+    def __init__(self, config: CloudConfig, model: str, input_name: str, output_name: str | None = None,
+                 metrics: ServingMetrics | None = None):
+        self.config = config
+        self.model = config.model or model
+        self.input_name = input_name
+        self.output_name = output_name
+        self.metrics = metrics
+        self.base = config.url.rstrip("/")
+        self.breaker = CircuitBreaker(config.breaker or BreakerConfig(), on_change=self._breaker_changed)
+        self.budget = RetryBudget(config.retry_budget_ratio, config.retry_reserve)
+        self._binary = config.binary
+        self._latencies: collections.deque[float] = collections.deque(maxlen=200)
+        headers = {"authorization": f"Bearer {config.token}"} if config.token else {}
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=config.max_connections,
+                                max_keepalive_connections=config.max_connections),
+            headers=headers,
+        )
+        if metrics is not None:
+            metrics.breaker_state.set(0)
+
+    def _breaker_changed(self, state: str) -> None:
+        if self.metrics is not None:
+            self.metrics.breaker_state.set(STATE_VALUE[state])
+            self.metrics.breaker_transitions.labels(state).inc()
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open (no request would be sent)."""
+        return self.breaker.state != "open"
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def ready(self) -> bool:
+        try:
+            r = await self._client.get(f"{self.base}/v2/models/{self.model}/ready")
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # ---- one inference ----------------------------------------------------------------------------------
+    async def predict(self, x: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """Raw features (N, ...) -> the cloud model's first output as float64. Raises Unavailable (breaker
+        open), DeadlineExceeded, or UpstreamError with the server's own message."""
+        if not self.breaker.allow():
+            raise Unavailable(
+                f"cloud {self.base} is failing; circuit breaker open for another {self.breaker.retry_after_s():.1f} s"
+            )
+        start = time.perf_counter()
+        self.budget.earn()
+        try:
+            coro = self._with_retries(np.ascontiguousarray(x, dtype=np.float32))
+            y = await (asyncio.wait_for(coro, timeout_s) if timeout_s is not None else coro)
+        except asyncio.TimeoutError:
+            self.breaker.record_failure()
+            raise DeadlineExceeded(f"cloud {self.base} did not answer within {timeout_s:.3g} s") from None
+        except UpstreamError as e:
+            if e.server_fault:
+                self.breaker.record_failure()
+            else:
+                self.breaker.record_success()  # the server is up; it disliked this request
+            raise
+        except asyncio.CancelledError:
+            self.breaker.release_probe()
+            raise
+        elapsed = time.perf_counter() - start
+        self._latencies.append(elapsed)
+        self.breaker.record_success()
+        if self.metrics is not None:
+            self.metrics.cloud_latency.labels(self.model).observe(elapsed)
+        return y
+
+    async def _with_retries(self, x: np.ndarray) -> np.ndarray:
+        attempt = 0
+        while True:
+            try:
+                return await self._maybe_hedged(x)
+            except UpstreamError as e:
+                if not e.retryable or attempt >= self.config.retries or not self.budget.spend():
+                    raise
+                attempt += 1
+                self._count("retry", "sent")
+
+    async def _maybe_hedged(self, x: np.ndarray) -> np.ndarray:
+        delay = self._hedge_delay()
+        if delay is None:
+            return await self._attempt(x, "first")
+        first = asyncio.ensure_future(self._attempt(x, "first"))
+        done, _ = await asyncio.wait({first}, timeout=delay)
+        if done:
+            return first.result()
+        second = asyncio.ensure_future(self._attempt(x, "hedge"))
+        pending = {first, second}
+        error: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t.exception() is None:
+                        return t.result()
+                    error = t.exception()
+            raise error  # both failed
+        finally:
+            for t in pending:
+                t.cancel()
+
+    def _hedge_delay(self) -> float | None:
+        p = self.config.hedge_percentile
+        if p is None or len(self._latencies) < self.config.hedge_min_samples:
+            return None
+        return float(np.percentile(np.fromiter(self._latencies, float), p))
+
+    def _count(self, kind: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.cloud_attempts.labels(kind, outcome).inc()
+
+    async def _attempt(self, x: np.ndarray, kind: str) -> np.ndarray:
+        url = f"{self.base}/v2/models/{self.model}/infer"
+        tensor = Tensor(self.input_name, "FP32", x)
+        binary = self._binary
+        body, headers = encode_infer_request([tensor], binary=binary, binary_outputs=binary)
+        try:
+            r = await self._client.post(url, content=body, headers=headers)
+        except httpx.TimeoutException as e:
+            self._count(kind, "timeout")
+            raise UpstreamError(f"cloud {self.base} timed out ({type(e).__name__})", None, retryable=False) from None
+        except httpx.HTTPError as e:
+            self._count(kind, "connect_error")
+            raise UpstreamError(f"cloud {self.base} unreachable: {type(e).__name__}: {e}", None) from None
+        if r.status_code != 200:
+            self._count(kind, str(r.status_code))
+            msg = error_message(r.content, r.reason_phrase)
+            if binary and r.status_code in (400, 415, 422):
+                # A server without the binary extension: speak JSON from now on and ask again at once.
+                self._binary = False
+                return await self._attempt(x, kind)
+            raise UpstreamError(
+                f"cloud {self.base} answered {r.status_code}: {msg}", r.status_code,
+                retryable=r.status_code in RETRYABLE_STATUS,
+            )
+        self._count(kind, "ok")
+        try:
+            resp = decode_infer_response(r.content, r.headers.get(HEADER_LENGTH))
+        except ValueError as e:
+            raise UpstreamError(f"cloud {self.base}: {e}", 200, retryable=False) from None
+        if not resp.outputs:
+            raise UpstreamError(f"cloud {self.base} answered without outputs", 200, retryable=False)
+        out = resp.outputs.get(self.output_name) if self.output_name else None
+        if out is None:
+            out = next(iter(resp.outputs.values()))
+        if out.shape[0] != x.shape[0]:
+            raise UpstreamError(
+                f"cloud {self.base} answered {out.shape[0]} rows for {x.shape[0]}", 200, retryable=False
+            )
+        return out.astype(np.float64)
