@@ -1,0 +1,387 @@
+"""The fast bit-exact engine: evaluates the engine IR (docs/engine-ir.md) on whole batches of raw integers.
+
+Every value is a raw two's-complement integer in int64 and every assignment goes through
+`FixedFormat.requantize`/`overflow`, so the arithmetic is ap_fixed's. Matrix products run in float64 BLAS
+where a per-layer bound proves every partial sum stays below 2**53 (then float64 is exact); otherwise in int64,
+which wraps modulo 2**64 and is therefore still exact for accumulators with WRAP overflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import EmulationError
+from .fixedpoint import FixedFormat
+
+IR_SCHEMA = "lepton-hls/engine"
+IR_VERSION = 1
+GRAPH_NAME = "graph.json"
+WEIGHTS_NAME = "weights.npz"
+FLOAT_EXACT = 2**53  # integers below this magnitude are exact in float64, and so is every sum that stays below it
+CHUNK_ELEMENTS = 1 << 22  # per-chunk working set (int64 elements) of the widest layer
+
+Op = Callable[[list[np.ndarray]], np.ndarray]
+
+
+@dataclass
+class _Node:
+    name: str
+    op: str
+    inputs: list[int]
+    shape: tuple[int, ...]
+    format: FixedFormat
+    fn: Op
+    work: int  # int64 elements per sample this node touches at its widest
+
+
+class Engine:
+    """A loaded engine graph; `run_raw` maps raw input integers (N, *shape) to raw outputs."""
+
+    def __init__(self, graph: dict, arrays: dict[str, np.ndarray]):
+        if graph.get("schema") != IR_SCHEMA or graph.get("version") != IR_VERSION:
+            raise EmulationError(
+                f"engine graph schema {graph.get('schema')!r} v{graph.get('version')!r} is not "
+                f"{IR_SCHEMA!r} v{IR_VERSION}; rebuild the package"
+            )
+        self.graph = graph
+        self.nodes: list[_Node] = []
+        index: dict[str, int] = {}
+        for layer in graph["layers"]:
+            try:
+                node = _build(layer, [self.nodes[index[n]] for n in layer["inputs"]], arrays)
+            except KeyError as e:
+                raise EmulationError(f"engine layer {layer.get('name')!r}: missing {e} in graph or weights") from None
+            node.inputs = [index[n] for n in layer["inputs"]]
+            index[node.name] = len(self.nodes)
+            self.nodes.append(node)
+        self.input_ids = [index[n] for n in graph["inputs"]]
+        self.output_ids = [index[n] for n in graph["outputs"]]
+        if len(self.input_ids) != 1 or len(self.output_ids) != 1:
+            raise EmulationError("the engine runs single-input, single-output models only")
+        self.input_node = self.nodes[self.input_ids[0]]
+        self.output_node = self.nodes[self.output_ids[0]]
+        work = max(n.work for n in self.nodes)
+        self.chunk = max(1, CHUNK_ELEMENTS // max(work, 1))
+
+    @classmethod
+    def load(cls, engine_dir: str | os.PathLike) -> Engine:
+        d = Path(engine_dir)
+        graph_path, weights_path = d / GRAPH_NAME, d / WEIGHTS_NAME
+        for p in (graph_path, weights_path):
+            if not p.is_file():
+                raise EmulationError(f"{p} is missing; rebuild the package with `lepton-hls build`")
+        try:
+            graph = json.loads(graph_path.read_text())
+        except json.JSONDecodeError as e:
+            raise EmulationError(f"{graph_path} is not valid JSON: {e}") from None
+        with np.load(weights_path) as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls(graph, arrays)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_node.shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.output_node.shape
+
+    def run_raw(self, raw: np.ndarray, trace: bool = False):
+        """Raw input integers (N, *input_shape) -> raw output integers (N, *output_shape); with `trace`, a dict
+        of every layer's raw output by layer name."""
+        raw = np.asarray(raw, dtype=np.int64)
+        if raw.shape[1:] != self.input_shape:
+            raise EmulationError(f"engine input of shape {raw.shape}; expected (N, {self.input_shape})")
+        n = len(raw)
+        if n <= self.chunk:
+            return self._run(raw, trace)
+        parts = [self._run(raw[i : i + self.chunk], trace) for i in range(0, n, self.chunk)]
+        if trace:
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return np.concatenate(parts)
+
+    def _run(self, raw: np.ndarray, trace: bool):
+        values: list[np.ndarray | None] = [None] * len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            if node.op == "input":
+                values[i] = node.fn([raw])
+            else:
+                values[i] = node.fn([values[j] for j in node.inputs])
+        if trace:
+            return {node.name: values[i] for i, node in enumerate(self.nodes)}
+        return values[self.output_ids[0]]
+
+
+# ---- layer builders ---------------------------------------------------------------------------------------
+def _fmt(d) -> FixedFormat:
+    return FixedFormat.from_dict(d)
+
+
+def _build(layer: dict, ins: list[_Node], arrays: dict) -> _Node:
+    op = layer["op"]
+    builder = _BUILDERS.get(op)
+    if builder is None:
+        raise EmulationError(
+            f"engine layer {layer['name']!r}: op {op!r} is unknown to this runtime "
+            f"(knows {', '.join(sorted(_BUILDERS))}); upgrade lepton-hls or rebuild the package"
+        )
+    shape = tuple(int(s) for s in layer["shape"])
+    fmt = _fmt(layer["format"])
+    fn, work = builder(layer, layer["params"], ins, fmt, arrays)
+    return _Node(layer["name"], op, [], shape, fmt, fn, max(work, int(np.prod(shape))))
+
+
+def _input(layer, p, ins, fmt, arrays):
+    return (lambda xs: fmt.overflow(xs[0])), 0
+
+
+def _reshape(layer, p, ins, fmt, arrays):
+    shape = tuple(int(s) for s in layer["shape"])
+    return (lambda xs: xs[0].reshape((len(xs[0]),) + shape)), 0
+
+
+def _activation(layer, p, ins, fmt, arrays):
+    fx = ins[0].format.frac
+    fn = p["function"]
+    if fn == "linear":
+        return (lambda xs: fmt.requantize(xs[0], fx)), 0
+    if fn == "relu":
+        return (lambda xs: np.where(xs[0] > 0, fmt.requantize(xs[0], fx), 0)), 0
+    raise EmulationError(f"engine layer {layer['name']!r}: activation {fn!r} is not supported")
+
+
+def _batchnorm(layer, p, ins, fmt, arrays):
+    name, fx = layer["name"], ins[0].format.frac
+    sf, bf = _fmt(p["scale"]), _fmt(p["bias"])
+    n_filt = int(p["n_filt"])
+    s, b = arrays[f"{name}/scale"].astype(np.int64), arrays[f"{name}/bias"].astype(np.int64)
+    frac = max(fx + sf.frac, bf.frac)
+    s_shift, b_sh = frac - fx - sf.frac, b << (frac - bf.frac)
+
+    def fn(xs):
+        x = xs[0]
+        flat = x.reshape(len(x), -1, n_filt)
+        v = ((flat * s) << s_shift) + b_sh
+        return fmt.requantize(v, frac).reshape(x.shape)
+
+    return fn, 0
+
+
+class _Mac:
+    """Products, bias and accumulation of a dense or convolution layer: (M, n_in) raw -> (M, n_out) raw
+    accumulators in `accum`'s format (docs/engine-ir.md, dense steps 1-2)."""
+
+    def __init__(self, layer, p, x_fmt: FixedFormat, arrays):
+        name = layer["name"]
+        self.accum = _fmt(p["accum"])
+        self.fx = x_fmt.frac
+        bias_fmt = _fmt(p["bias"])
+        self.bias = self.accum.requantize(arrays[f"{name}/bias"].astype(np.int64), bias_fmt.frac)
+        self.product = p["product"]
+        if self.product == "mult":
+            self.w = arrays[f"{name}/kernel"].astype(np.int64)
+            self.fp = self.fx + _fmt(p["weight"]).frac
+        elif self.product == "exponential":
+            sign = arrays[f"{name}/kernel_sign"].astype(np.int64)
+            exp = arrays[f"{name}/kernel_exp"].astype(np.int64)
+            self.w = np.where(sign == 1, 1, -1)  # for shapes only
+            width = int(p["exp_width"]) + int(p["data_width"])
+            self.t_fmt = FixedFormat(2 * width, width)
+            self.fp = self.t_fmt.frac
+            self.exp_left, self.exp_right, self.negative = np.maximum(exp, 0), np.maximum(-exp, 0), sign == 0
+        else:
+            raise EmulationError(f"engine layer {name!r}: product {self.product!r} is not supported")
+        self.n_in, self.n_out = self.w.shape
+        wrap = self.accum.saturation == "WRAP"
+        self.shift = self.accum.frac - self.fp
+        # Fast path: products exact in the accumulator and modular accumulation: one matrix product.
+        self.linear = self.product == "mult" and wrap and self.shift >= 0
+        self.wrap = wrap
+        if self.linear:
+            x_abs = max(-x_fmt.raw_min, x_fmt.raw_max)
+            bound = x_abs * int(np.abs(self.w).sum(axis=0).max(initial=0))
+            self.use_float = bound < FLOAT_EXACT
+            self.wf = self.w.astype(np.float64) if self.use_float else None
+
+    @property
+    def work(self) -> int:
+        return 0 if self.linear else self.n_in * self.n_out
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.linear:
+            if self.use_float:
+                s = (x.astype(np.float64) @ self.wf).astype(np.int64)
+            else:
+                s = x @ self.w  # int64 wraps modulo 2**64: exact modulo 2**width for WRAP accumulators
+            return self.accum.overflow((s << self.shift) + self.bias)
+        p = self._products(x)
+        p = self.accum.requantize(p, self.fp)
+        if self.wrap:
+            return self.accum.overflow(p.sum(axis=1) + self.bias)
+        acc = np.broadcast_to(self.bias, (len(x), self.n_out)).copy()
+        for i in range(self.n_in):
+            acc = self.accum.overflow(acc + p[:, i, :])
+        return acc
+
+    def _products(self, x: np.ndarray) -> np.ndarray:
+        if self.product == "mult":
+            return x[:, :, None] * self.w[None, :, :]
+        t = self.t_fmt
+        xt = t.requantize(x, self.fx)[:, :, None]
+        y = t.overflow((xt << self.exp_left) >> self.exp_right)
+        return np.where(self.negative, t.overflow(-y), y)
+
+
+def _dense(layer, p, ins, fmt, arrays):
+    mac = _Mac(layer, p, ins[0].format, arrays)
+    fa = mac.accum.frac
+    n_out = mac.n_out
+
+    def fn(xs):
+        x = xs[0]
+        lead = x.shape[:-1]
+        acc = mac(x.reshape(-1, x.shape[-1]))
+        return fmt.requantize(acc, fa).reshape(lead + (n_out,))
+
+    return fn, mac.work
+
+
+def _windows(x: np.ndarray, p: dict, kh: int, kw: int, pad_value: int) -> np.ndarray:
+    """(N, H, W, C) -> (N, OH, OW, kh, kw, C) views of the padded input, one per output pixel."""
+    n, h, w, c = x.shape
+    pt, pb, pl, pr = int(p["pad_top"]), int(p["pad_bottom"]), int(p["pad_left"]), int(p["pad_right"])
+    sh, sw = int(p["stride_height"]), int(p["stride_width"])
+    oh, ow = int(p["out_height"]), int(p["out_width"])
+    if pt or pb or pl or pr:
+        x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))  # (N, H', W', C, kh, kw)
+    win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+    return win.transpose(0, 1, 2, 4, 5, 3)
+
+
+def _conv(layer, p, ins, fmt, arrays):
+    mac = _Mac(layer, p, ins[0].format, arrays)
+    fa = mac.accum.frac
+    ih, iw, ch = int(p["in_height"]), int(p["in_width"]), int(p["n_chan"])
+    kh, kw, nf = int(p["filt_height"]), int(p["filt_width"]), int(p["n_filt"])
+    oh, ow = int(p["out_height"]), int(p["out_width"])
+    out_shape = tuple(int(s) for s in layer["shape"])
+
+    def fn(xs):
+        x = xs[0]
+        n = len(x)
+        win = _windows(x.reshape(n, ih, iw, ch), p, kh, kw, 0)
+        cols = win.reshape(n * oh * ow, kh * kw * ch)
+        acc = mac(cols)
+        return fmt.requantize(acc, fa).reshape((n,) + out_shape)
+
+    return fn, oh * ow * (kh * kw * ch + nf + mac.work)
+
+
+def _pool(layer, p, ins, fmt, arrays):
+    x_fmt = ins[0].format
+    accum = _fmt(p["accum"])
+    ih, iw, nf = int(p["in_height"]), int(p["in_width"]), int(p["n_filt"])
+    ph, pw = int(p["pool_height"]), int(p["pool_width"])
+    oh, ow = int(p["out_height"]), int(p["out_width"])
+    out_shape = tuple(int(s) for s in layer["shape"])
+    mode = p["mode"]
+    if mode == "max":
+
+        def fn(xs):
+            x = xs[0]
+            n = len(x)
+            win = _windows(x.reshape(n, ih, iw, nf), p, ph, pw, x_fmt.raw_min)
+            m = win.max(axis=(3, 4))
+            return fmt.requantize(accum.requantize(m, x_fmt.frac), accum.frac).reshape((n,) + out_shape)
+
+        return fn, oh * ow * nf * ph * pw
+    if mode != "average":
+        raise EmulationError(f"engine layer {layer['name']!r}: pooling mode {mode!r} is not supported")
+    if p.get("count_pad"):
+        count = np.full((oh, ow), ph * pw, dtype=np.int64)
+    else:
+        ones = np.ones((1, ih, iw, 1), dtype=np.int64)
+        count = _windows(ones, p, ph, pw, 0).sum(axis=(3, 4, 5))[0]
+    count = count[None, :, :, None]
+    frac = max(accum.frac, x_fmt.frac)
+
+    def fn(xs):
+        x = xs[0]
+        n = len(x)
+        win = _windows(x.reshape(n, ih, iw, nf), p, ph, pw, 0)
+        s = np.zeros((n, oh, ow, nf), dtype=np.int64)
+        for a in range(ph):
+            for b in range(pw):
+                total = (s << (frac - accum.frac)) + (win[:, :, :, a, b, :] << (frac - x_fmt.frac))
+                s = accum.requantize(total, frac)
+        q = np.where(s >= 0, s // count, -((-s) // count))
+        return fmt.requantize(q, accum.frac).reshape((n,) + out_shape)
+
+    return fn, oh * ow * nf * ph * pw
+
+
+def _top_bits(raw: np.ndarray, f: FixedFormat, n_bits: int) -> np.ndarray:
+    return (raw & ((1 << f.width) - 1)) >> (f.width - n_bits)
+
+
+def _tree_sum(e: np.ndarray, accum: FixedFormat) -> np.ndarray:
+    """hls4ml's balanced-tree `reduce` with Op_add over the last axis, each sum converted to `accum`."""
+    n = e.shape[-1]
+    if n == 1:
+        return e[..., 0]
+    if n == 2:
+        return accum.overflow(e[..., 0] + e[..., 1])
+    left = 1 << int(np.floor(np.log2(n - 1))) if n > 1 else 0
+    return accum.overflow(_tree_sum(e[..., :left], accum) + _tree_sum(e[..., left:], accum))
+
+
+def _softmax(layer, p, ins, fmt, arrays):
+    name = layer["name"]
+    x_fmt = ins[0].format
+    impl = p["implementation"]
+    n_slice = int(p["n_slice"])
+    accum, exp_t, inv_t, inv_inp = (_fmt(p[k]) for k in ("accum", "exp_table", "inv_table", "inv_inp"))
+    n_exp = int(p["exp_table_size"]).bit_length() - 1
+    n_inv = int(p["inv_table_size"]).bit_length() - 1
+    exp_table = accum.requantize(arrays[f"{name}/exp_table"].astype(np.int64), exp_t.frac)
+    inv_table = arrays[f"{name}/inv_table"].astype(np.int64)
+    norm = _fmt(p["inp_norm"]) if impl == "stable" else None
+    if impl not in ("stable", "latency"):
+        raise EmulationError(f"engine layer {name!r}: softmax implementation {impl!r} is not supported")
+    prod_frac = accum.frac + inv_t.frac
+
+    def fn(xs):
+        x = xs[0]
+        shape = x.shape
+        x = x.reshape(-1, n_slice)
+        if impl == "stable":
+            d = norm.requantize(x.max(axis=1, keepdims=True) - x, x_fmt.frac)
+            e = exp_table[_top_bits(d, norm, n_exp)]
+        else:
+            e = exp_table[_top_bits(x, x_fmt, n_exp)]
+        s = inv_inp.requantize(_tree_sum(e, accum), accum.frac)
+        v = inv_table[_top_bits(s, inv_inp, n_inv)]
+        return fmt.requantize(e * v[:, None], prod_frac).reshape(shape)
+
+    return fn, 0
+
+
+_BUILDERS = {
+    "input": _input,
+    "reshape": _reshape,
+    "activation": _activation,
+    "batchnorm": _batchnorm,
+    "dense": _dense,
+    "conv1d": _conv,
+    "conv2d": _conv,
+    "pool1d": _pool,
+    "pool2d": _pool,
+    "softmax": _softmax,
+}

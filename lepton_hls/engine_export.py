@@ -1,0 +1,367 @@
+"""Write a compiled hls4ml model's layer graph as the engine IR (docs/engine-ir.md).
+
+The graph is read after hls4ml's optimizers ran, so the formats, fused activations and quantized weights are
+the ones the C simulation uses. Softmax lookup tables are produced by compiling hls4ml's own table
+initialisers with g++ against the project's headers, so they hold the C simulation's values bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lepton_host.engine import GRAPH_NAME, IR_SCHEMA, IR_VERSION, WEIGHTS_NAME
+from lepton_host.errors import EmulationError
+from lepton_host.fixedpoint import FixedFormat
+
+SUPPORTED = (
+    "Input",
+    "Dense",
+    "Conv1D",
+    "Conv2D",
+    "Activation",
+    "BatchNormalization",
+    "Pooling1D",
+    "Pooling2D",
+    "Reshape",
+    "Repack",
+    "Softmax",
+)
+_LINEAR_LIKE = ("linear", "relu")
+
+
+def export_engine(hls_model, out_dir) -> list[Path]:
+    """Write `out_dir/graph.json` and `out_dir/weights.npz`; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    exporter = _Exporter(hls_model)
+    graph = exporter.run()
+    graph_path, weights_path = out / GRAPH_NAME, out / WEIGHTS_NAME
+    graph_path.write_text(json.dumps(graph, indent=1) + "\n")
+    np.savez_compressed(weights_path, **exporter.arrays)
+    return [graph_path, weights_path]
+
+
+def fixed_format(precision) -> FixedFormat:
+    """hls4ml precision type -> FixedFormat (e.g. `fixed<18,8,RND,SAT,0>`, `ufixed<6,0,RND_CONV,SAT,0>`)."""
+    return FixedFormat.parse(str(precision))
+
+
+class _Exporter:
+    def __init__(self, hls_model):
+        self.model = hls_model
+        self.arrays: dict[str, np.ndarray] = {}
+        self.names: dict[str, str] = {}  # hls4ml output variable name -> producing layer name
+        self.layers: list[dict] = []
+
+    def run(self) -> dict:
+        import hls4ml
+
+        cfg = self.model.config
+        for layer in self.model.get_layers():
+            self.layers.append(self._layer(layer))
+        inputs = [self.names[n] for n in self.model.inputs]
+        outputs = [self.names[n] for n in self.model.outputs]
+        return {
+            "schema": IR_SCHEMA,
+            "version": IR_VERSION,
+            "hls4ml_version": hls4ml.__version__,
+            "backend": str(cfg.backend.name),
+            "io_type": str(cfg.get_config_value("IOType")),
+            "project_name": str(cfg.get_project_name()),
+            "inputs": inputs,
+            "outputs": outputs,
+            "layers": self.layers,
+        }
+
+    # ---- one layer ------------------------------------------------------------------------------------
+    def _layer(self, layer) -> dict:
+        cls = layer.class_name
+        handler = {
+            "Input": self._input,
+            "Dense": self._dense,
+            "Conv1D": self._conv,
+            "Conv2D": self._conv,
+            "Activation": self._activation,
+            "BatchNormalization": self._batchnorm,
+            "Pooling1D": self._pool,
+            "Pooling2D": self._pool,
+            "Reshape": self._reshape,
+            "Repack": self._reshape,
+            "Softmax": self._softmax,
+        }.get(cls)
+        if handler is None:
+            self._unsupported(layer, f"class {cls}")
+        out_var = layer.get_output_variable()
+        rec = {
+            "name": layer.name,
+            "op": None,
+            "class_name": cls,
+            "inputs": [self.names[v] for v in layer.inputs] if cls != "Input" else [],
+            "shape": [int(s) for s in out_var.shape],
+            "format": fixed_format(out_var.type.precision).to_dict(),
+            "params": {},
+        }
+        handler(layer, rec)
+        for out_name in layer.outputs:
+            self.names[out_name] = layer.name
+        return rec
+
+    def _unsupported(self, layer, what: str):
+        raise EmulationError(
+            f"layer {layer.name!r} ({layer.class_name}): {what} is not supported by the fast engine; supported "
+            f"layer classes: {', '.join(SUPPORTED)} (see docs/engine-ir.md)"
+        )
+
+    def _input(self, layer, rec):
+        rec["op"] = "input"
+
+    def _in_format(self, layer) -> FixedFormat:
+        return fixed_format(layer.get_input_variable().type.precision)
+
+    def _raw(self, var, fmt: FixedFormat) -> np.ndarray:
+        """The values the C simulation holds: hls4ml prints each weight with as many decimals as the type has
+        fraction bits, and the C++ side converts that text to the weight type."""
+        text = list(var)
+        data = np.array([float(t) for t in text], dtype=np.float64).reshape(np.asarray(var.data).shape)
+        return fmt.quantize(data)
+
+    def _mac_params(self, layer, rec, kernel_rows: int, n_out: int):
+        """Weights, bias and formats shared by dense and convolution layers."""
+        strategy = str(layer.get_attr("strategy", "latency")).lower()
+        if strategy not in ("latency",):
+            self._unsupported(layer, f"strategy {strategy!r} (weights are reordered; use Latency)")
+        ws = layer.weights
+        wvar, bvar = ws["weight"], ws.get("bias")
+        params = rec["params"]
+        params["accum"] = fixed_format(layer.types["accum_t"].precision).to_dict()
+        prec_name = type(wvar.type.precision).__name__
+        data = np.asarray(wvar.data, dtype=np.float64).reshape(kernel_rows, n_out)
+        key = f"{layer.name}/"
+        if prec_name == "ExponentPrecisionType":
+            params["product"] = "exponential"
+            params["exp_width"] = int(wvar.type.precision.width)
+            params["data_width"] = int(self._in_format(layer).width)
+            if np.any(data == 0):
+                self._unsupported(layer, "zero weights with power-of-two quantization")
+            exp = np.log2(np.abs(data))
+            if not np.all(exp == np.round(exp)):
+                self._unsupported(layer, "power-of-two weights that are not powers of two")
+            self.arrays[key + "kernel_sign"] = (data > 0).astype(np.int64)
+            self.arrays[key + "kernel_exp"] = exp.astype(np.int64)
+            params["weight"] = None
+        else:
+            wfmt = fixed_format(wvar.type.precision)
+            if wfmt.width == 1 or "Binary" in prec_name or "XnorPrecisionType" in prec_name:
+                self._unsupported(layer, f"binary weights ({wvar.type.precision})")
+            params["product"] = "mult"
+            params["weight"] = wfmt.to_dict()
+            self.arrays[key + "kernel"] = self._raw(wvar, wfmt).reshape(kernel_rows, n_out)
+        if bvar is not None:
+            bfmt = fixed_format(bvar.type.precision)
+            params["bias"] = bfmt.to_dict()
+            self.arrays[key + "bias"] = self._raw(bvar, bfmt).reshape(n_out)
+        else:
+            bfmt = FixedFormat(2, 2)
+            params["bias"] = bfmt.to_dict()
+            self.arrays[key + "bias"] = np.zeros(n_out, dtype=np.int64)
+
+    def _dense(self, layer, rec):
+        rec["op"] = "dense"
+        n_in, n_out = int(layer.get_attr("n_in")), int(layer.get_attr("n_out"))
+        rec["params"].update(n_in=n_in, n_out=n_out)
+        self._mac_params(layer, rec, n_in, n_out)
+
+    def _conv(self, layer, rec):
+        is2d = layer.class_name == "Conv2D"
+        rec["op"] = "conv2d" if is2d else "conv1d"
+        a = layer.get_attr
+        if int(a("dilation", 1) or 1) != 1 or int(a("dilation_height", 1) or 1) != 1 or int(a("dilation_width", 1) or 1) != 1:
+            self._unsupported(layer, "dilation other than 1")
+        geo = {
+            "in_height": int(a("in_height", 1)) if is2d else 1,
+            "in_width": int(a("in_width")),
+            "n_chan": int(a("n_chan")),
+            "filt_height": int(a("filt_height", 1)) if is2d else 1,
+            "filt_width": int(a("filt_width")),
+            "n_filt": int(a("n_filt")),
+            "stride_height": int(a("stride_height", 1)) if is2d else 1,
+            "stride_width": int(a("stride_width")),
+            "pad_top": int(a("pad_top", 0)) if is2d else 0,
+            "pad_bottom": int(a("pad_bottom", 0)) if is2d else 0,
+            "pad_left": int(a("pad_left")),
+            "pad_right": int(a("pad_right")),
+            "out_height": int(a("out_height", 1)) if is2d else 1,
+            "out_width": int(a("out_width")),
+        }
+        rec["params"].update(geo)
+        rows = geo["filt_height"] * geo["filt_width"] * geo["n_chan"]
+        wshape = tuple(layer.weights["weight"].data.shape)
+        expected = (
+            (geo["filt_height"], geo["filt_width"], geo["n_chan"], geo["n_filt"])
+            if is2d
+            else (geo["filt_width"], geo["n_chan"], geo["n_filt"])
+        )
+        if wshape != expected:
+            self._unsupported(layer, f"kernel layout {wshape} (expected {expected})")
+        self._mac_params(layer, rec, rows, geo["n_filt"])
+
+    def _activation(self, layer, rec):
+        fn = str(layer.get_attr("activation")).lower()
+        if fn not in _LINEAR_LIKE:
+            self._unsupported(layer, f"activation {fn!r} (supported: {', '.join(_LINEAR_LIKE)}, softmax)")
+        rec["op"] = "activation"
+        rec["params"]["function"] = fn
+
+    def _batchnorm(self, layer, rec):
+        rec["op"] = "batchnorm"
+        ws = layer.weights
+        sfmt, bfmt = fixed_format(ws["scale"].type.precision), fixed_format(ws["bias"].type.precision)
+        n_filt = int(layer.get_attr("n_filt", -1))
+        n_scale_bias = int(np.asarray(ws["scale"].data).size)
+        rec["params"].update(
+            n_filt=n_scale_bias if n_filt in (-1, 0) else n_filt, scale=sfmt.to_dict(), bias=bfmt.to_dict()
+        )
+        self.arrays[f"{layer.name}/scale"] = self._raw(ws["scale"], sfmt).ravel()
+        self.arrays[f"{layer.name}/bias"] = self._raw(ws["bias"], bfmt).ravel()
+
+    def _pool(self, layer, rec):
+        is2d = layer.class_name == "Pooling2D"
+        rec["op"] = "pool2d" if is2d else "pool1d"
+        a = layer.get_attr
+        op = str(a("pool_op", "Max")).lower()
+        mode = {"max": "max", "average": "average"}.get(op)
+        if mode is None:
+            self._unsupported(layer, f"pooling operation {op!r}")
+        if str(a("data_format", "channels_last")) != "channels_last":
+            self._unsupported(layer, "channels_first data")
+        rec["params"].update(
+            mode=mode,
+            accum=fixed_format(layer.types["accum_t"].precision).to_dict(),
+            in_height=int(a("in_height", 1)) if is2d else 1,
+            in_width=int(a("in_width") if is2d else a("n_in")),
+            n_filt=int(a("n_filt")),
+            pool_height=int(a("pool_height", 1)) if is2d else 1,
+            pool_width=int(a("pool_width")),
+            stride_height=int(a("stride_height", 1)) if is2d else 1,
+            stride_width=int(a("stride_width")),
+            pad_top=int(a("pad_top", 0)) if is2d else 0,
+            pad_bottom=int(a("pad_bottom", 0)) if is2d else 0,
+            pad_left=int(a("pad_left", 0)),
+            pad_right=int(a("pad_right", 0)),
+            out_height=int(a("out_height", 1)) if is2d else 1,
+            out_width=int(a("out_width") if is2d else a("n_out")),
+            count_pad=bool(a("count_pad", False)),
+        )
+
+    def _reshape(self, layer, rec):
+        rec["op"] = "reshape"
+        if rec["format"] != fixed_format(layer.get_input_variable().type.precision).to_dict():
+            self._unsupported(layer, "a reshape that changes the fixed-point format")
+
+    def _softmax(self, layer, rec):
+        rec["op"] = "softmax"
+        impl = str(layer.get_attr("implementation", "stable")).lower()
+        if impl not in ("stable", "latency"):
+            self._unsupported(layer, f"softmax implementation {impl!r} (supported: stable, latency)")
+        n_in = int(np.prod(layer.get_output_variable().shape))
+        n_inner = int(layer.get_attr("n_inner", 1) or 1)
+        if n_inner != 1:
+            self._unsupported(layer, "softmax over an axis other than the last")
+        types = layer.types
+        fmt = {k: fixed_format(types[f"{k}_t"].precision) for k in ("accum", "exp_table", "inv_table", "inv_inp")}
+        config_cpp = str(layer.get_attr("config_cpp", ""))
+        n_slice = int(_config_value(config_cpp, "n_slice", layer.get_output_variable().shape[-1]))
+        exp_size = int(_config_value(config_cpp, "exp_table_size", layer.get_attr("table_size", 1024)))
+        inv_size = int(_config_value(config_cpp, "inv_table_size", layer.get_attr("table_size", 1024)))
+        m = re.search(r"typedef\s+(ap_u?fixed<[^;]*>)\s+inp_norm_t\s*;", config_cpp)
+        inp_norm = FixedFormat.parse(m.group(1)) if m else None
+        params = rec["params"]
+        params.update(
+            implementation=impl,
+            n_slice=n_slice,
+            n_outer=n_in // n_slice,
+            exp_table_size=exp_size,
+            inv_table_size=inv_size,
+            exp_scale=float(_config_value(config_cpp, "exp_scale", 1.0)),
+            **{k: f.to_dict() for k, f in fmt.items()},
+            inp_norm=inp_norm.to_dict() if inp_norm else None,
+        )
+        if impl == "stable" and inp_norm is None:
+            self._unsupported(layer, "a stable softmax without inp_norm_t")
+        for size, f in ((exp_size, inp_norm if impl == "stable" else self._in_format(layer)), (inv_size, fmt["inv_inp"])):
+            if size & (size - 1) or math.log2(size) > f.width:
+                self._unsupported(layer, f"table size {size} with index format {f}")
+        data_type = layer.get_input_variable().type.name
+        exp_table, inv_table = _softmax_tables(self.model, config_cpp, impl, data_type)
+        self.arrays[f"{layer.name}/exp_table"] = fmt["exp_table"].quantize(exp_table)
+        self.arrays[f"{layer.name}/inv_table"] = fmt["inv_table"].quantize(inv_table)
+
+
+def _config_value(config_cpp: str, name: str, default):
+    m = re.search(rf"\b{name}\s*=\s*([-0-9.eE]+)\s*;", config_cpp)
+    return m.group(1) if m else default
+
+
+def _softmax_tables(hls_model, config_cpp: str, impl: str, data_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """Run hls4ml's `init_exp_table` / `init_invert_table` for this layer's config, compiled against the
+    project's own headers, and read back the table values (exact in double)."""
+    m = re.search(r"struct\s+(\w+)\s*:\s*nnet::activ_config", config_cpp)
+    if not m:
+        raise EmulationError("softmax layer has no activ_config struct in its generated C++; cannot build tables")
+    cfg = m.group(1)
+    firmware = Path(hls_model.config.get_output_dir()).resolve() / "firmware"
+    if not (firmware / "defines.h").is_file():
+        raise EmulationError(f"{firmware}/defines.h is missing: write and compile the hls4ml project first")
+    gxx = shutil.which("g++")
+    if gxx is None:
+        raise EmulationError("g++ not found on PATH: it is needed to compute hls4ml's softmax tables")
+    index_t = f"{cfg}::inp_norm_t" if impl == "stable" else data_type
+    negative = "true" if impl == "stable" else "false"
+    src = f"""
+#include <cstdio>
+#include "defines.h"
+#include "nnet_utils/nnet_activation.h"
+{config_cpp}
+int main() {{
+    static {cfg}::exp_table_t e[{cfg}::exp_table_size];
+    static {cfg}::inv_table_t v[{cfg}::inv_table_size];
+    nnet::init_exp_table<{index_t}, {cfg}>(e, {negative});
+    nnet::init_invert_table<{cfg}::inv_inp_t, {cfg}>(v);
+    for (unsigned i = 0; i < {cfg}::exp_table_size; i++) std::printf("%.17g\\n", e[i].to_double());
+    std::printf("--\\n");
+    for (unsigned i = 0; i < {cfg}::inv_table_size; i++) std::printf("%.17g\\n", v[i].to_double());
+    return 0;
+}}
+"""
+    with tempfile.TemporaryDirectory(prefix="lepton-softmax-") as tmp:
+        cpp, exe = Path(tmp) / "tables.cpp", Path(tmp) / "tables"
+        cpp.write_text(src)
+        cmd = [gxx, "-O0", "-std=c++14", f"-I{firmware}", f"-I{firmware / 'ap_types'}", str(cpp), "-o", str(exe)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EmulationError(f"compiling hls4ml's softmax table code failed: {r.stderr.strip()[-800:]}")
+        r = subprocess.run([str(exe)], capture_output=True, text=True, check=True)
+    exp_txt, inv_txt = r.stdout.split("--\n")
+    return np.array(exp_txt.split(), dtype=np.float64), np.array(inv_txt.split(), dtype=np.float64)
+
+
+def export_emulation(hls_model, package_dir) -> list[Path]:
+    """Both emulators' artifacts of a compiled model into a package directory: `emulation/csim.so` (hls4ml's
+    compiled C simulation) and `engine/` (this module's IR)."""
+    root = Path(package_dir)
+    firmware = Path(hls_model.config.get_output_dir()) / "firmware"
+    libs = sorted(firmware.glob(f"{hls_model.config.get_project_name()}-*.so"), key=lambda p: p.stat().st_mtime)
+    if not libs:
+        raise EmulationError(f"{firmware} holds no compiled C simulation: call hls_model.compile() first")
+    dest = root / "emulation" / "csim.so"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(libs[-1], dest)
+    return [dest, *export_engine(hls_model, root / "engine")]
