@@ -1,0 +1,204 @@
+"""Replay a `LayerGraph` op by op on da4ml's symbolic fixed-point arrays and trace it into combinational logic.
+
+Each op reproduces the C simulation's arithmetic: hls4ml's dense/conv kernels store every product in the
+accumulator type (so products are rounded to it when they are finer), start from the bias cast to it, add in
+it, and cast the sum to the result type; relu is `max(x, 0)` assigned to the result type; everything else is
+an ap_fixed assignment (`fixed.cast`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import numpy as np
+from da4ml.trace import FixedVariable, FixedVariableArray, FixedVariableArrayInput, comb_trace
+from lepton_host.fixedpoint import FixedFormat
+
+from . import fixed
+from .errors import RtlCoverageError
+from .graph import LayerGraph, Op
+
+
+@dataclass
+class Traced:
+    comb: object  # da4ml CombLogic
+    input_format: FixedFormat
+    input_shape: tuple[int, ...]
+    output_format: FixedFormat
+    output_shape: tuple[int, ...]
+    output_layer: str  # the last layer the RTL computes
+    uncovered: list[str] = field(default_factory=list)  # layers after it that the RTL leaves out
+
+
+def trace(graph: LayerGraph) -> Traced:
+    inp_op = graph.input
+    fixed.check_format(inp_op.result, f"input {inp_op.name}")
+    x_in = FixedVariableArrayInput(inp_op.shape)
+    x = fixed.declare_input(x_in, inp_op.result)
+    last = inp_op
+    uncovered: list[str] = []
+    for i, op in enumerate(graph.ops[1:], start=1):
+        if op.kind == "softmax":
+            uncovered = [f"{o.name} ({o.kind})" for o in graph.ops[i:]]
+            if i != len(graph.ops) - 1:
+                raise RtlCoverageError(f"layer {op.name}: softmax is only supported as the last layer")
+            break
+        x = _OPS[op.kind](x, op)
+        last = op
+    comb = comb_trace(x_in.ravel(), x.ravel())
+    return Traced(comb, inp_op.result, tuple(inp_op.shape), last.result, tuple(last.shape), last.name, uncovered)
+
+
+# ---- ops ------------------------------------------------------------------------------------------------------
+def _weights(op: Op) -> tuple[np.ndarray, np.ndarray, FixedFormat]:
+    """Weights and bias on their formats' grids, the bias already assigned to the accumulator."""
+    w = op.formats["weight"].cast(op.arrays["weight"])
+    b = op.formats["bias"].cast(op.arrays["bias"])
+    acc = op.formats["accum"]
+    fixed.check_format(acc, f"layer {op.name} accumulator")
+    return w, acc.cast(b), acc
+
+
+def _frac_bits(values: np.ndarray) -> int:
+    """Fraction bits needed to hold every value exactly."""
+    f = 0
+    for v in np.unique(np.abs(values[values != 0])):
+        while v * 2.0**f != np.floor(v * 2.0**f):
+            f += 1
+    return f
+
+
+def _dot(x: list[FixedVariable], w: np.ndarray, b: np.ndarray, acc: FixedFormat, op: Op) -> list:
+    """Columns of `x @ w + b` with hls4ml's accumulator semantics, as symbolic values (before the wrap)."""
+    x_f = max(int(v.kif[2]) for v in x if v.low != v.high) if any(v.low != v.high for v in x) else 0
+    exact_products = x_f + _frac_bits(w) <= acc.frac
+    if acc.saturation != "WRAP":
+        _check_no_overflow(x, w, b, acc, op)
+    if exact_products:
+        # Products fit the accumulator's grid: no per-product rounding, so da4ml may share adders freely.
+        xa = FixedVariableArray(np.array(x, dtype=object))
+        y = xa @ w
+        return [y._vars[j] + Decimal(repr(float(b[j]))) for j in range(w.shape[1])]
+    cols = []
+    for j in range(w.shape[1]):
+        terms = [fixed.round_var(x[i] * Decimal(repr(float(w[i, j]))), acc.frac, acc.rounding)
+                 for i in range(w.shape[0]) if w[i, j] != 0 and not (x[i].low == x[i].high == 0)]
+        terms.append(FixedVariable.from_const(Decimal(repr(float(b[j]))), hwconf=x[0].hwconf))
+        cols.append(_tree_sum(terms))
+    return cols
+
+
+def _tree_sum(terms: list):
+    while len(terms) > 1:
+        nxt = [terms[k] + terms[k + 1] for k in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms = nxt
+    return terms[0]
+
+
+def _check_no_overflow(x, w, b, acc: FixedFormat, op: Op) -> None:
+    """A saturating accumulator depends on the order of additions; it is traced only when no partial sum can
+    reach its limits."""
+    mag = np.array([max(abs(float(v.low)), abs(float(v.high))) for v in x])
+    bound = np.abs(b) + (mag[:, None] * np.abs(w)).sum(axis=0)
+    if np.any(bound > acc.max_value) or np.any(-bound < acc.min_value):
+        raise RtlCoverageError(
+            f"layer {op.name}: its accumulator {acc} saturates and partial sums may reach its limits; the result "
+            "then depends on the order of additions. Use a wrapping accumulator or widen it"
+        )
+
+
+def _finish(vals: list, op: Op, shape) -> FixedVariableArray:
+    acc = op.formats["accum"]
+    arr = FixedVariableArray(np.array(vals, dtype=object).reshape(shape))
+    return fixed.cast(fixed.cast(arr, acc, f"layer {op.name} accumulator"), op.result, f"layer {op.name}")
+
+
+def op_dense(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    w, b, acc = _weights(op)
+    w = w.reshape(-1, w.shape[-1])
+    xs = list(x._vars.ravel())
+    if len(xs) != w.shape[0]:
+        raise RtlCoverageError(f"layer {op.name}: {len(xs)} inputs but weights for {w.shape[0]}")
+    return _finish(_dot(xs, w, b, acc, op), op, op.shape)
+
+
+def op_conv(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    w, b, acc = _weights(op)
+    kh, kw = op.attrs["kernel"]
+    sh, sw = op.attrs["stride"]
+    pt, pb, pl, pr = op.attrs["pad"]
+    h, wd, c = op.attrs["in_shape"]
+    w2 = w.reshape(kh * kw * c, -1)
+    grid = x._vars.reshape(h, wd, c)
+    zero = FixedVariable.from_const(Decimal(0), hwconf=grid.ravel()[0].hwconf)
+    padded = np.full((h + pt + pb, wd + pl + pr, c), zero, dtype=object)
+    padded[pt : pt + h, pl : pl + wd, :] = grid
+    oh, ow = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    out = []
+    for r in range(oh):
+        for q in range(ow):
+            patch = padded[r * sh : r * sh + kh, q * sw : q * sw + kw, :].ravel()
+            out.extend(_dot(list(patch), w2, b, acc, op))
+    if oh * ow * w2.shape[1] != int(np.prod(op.shape)):
+        raise RtlCoverageError(f"layer {op.name}: traced output {oh}x{ow}x{w2.shape[1]} does not match {op.shape}")
+    return _finish(out, op, op.shape)
+
+
+def op_relu(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    return fixed.cast(x.relu(), op.result, f"layer {op.name}")
+
+
+def op_linear(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    return fixed.cast(x, op.result, f"layer {op.name}")
+
+
+def op_batchnorm(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    s = op.formats["scale"].cast(op.arrays["scale"]).ravel()
+    b = op.formats["bias"].cast(op.arrays["bias"]).ravel()
+    flat = x._vars.ravel()
+    n = len(s)
+    vals = [flat[k] * Decimal(repr(float(s[k % n]))) + Decimal(repr(float(b[k % n]))) for k in range(len(flat))]
+    arr = FixedVariableArray(np.array(vals, dtype=object).reshape(x._vars.shape))
+    return fixed.cast(arr, op.result, f"layer {op.name}")
+
+
+def op_reshape(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    return fixed.cast(x.reshape(*op.shape), op.result, f"layer {op.name}")
+
+
+def op_transpose(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    return fixed.cast(x.transpose(op.attrs["perm"]), op.result, f"layer {op.name}")
+
+
+def op_maxpool(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    kh, kw = op.attrs["kernel"]
+    sh, sw = op.attrs["stride"]
+    h, wd, c = op.attrs["in_shape"]
+    grid = x._vars.reshape(h, wd, c)
+    oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    out = np.empty((oh, ow, c), dtype=object)
+    for r in range(oh):
+        for q in range(ow):
+            for ch in range(c):
+                win = grid[r * sh : r * sh + kh, q * sw : q * sw + kw, ch].ravel()
+                m = win[0]
+                for v in win[1:]:
+                    m = m.max_of(v)
+                out[r, q, ch] = m
+    arr = FixedVariableArray(out.reshape(op.shape))
+    return fixed.cast(arr, op.result, f"layer {op.name}")
+
+
+_OPS = {
+    "dense": op_dense,
+    "conv": op_conv,
+    "relu": op_relu,
+    "linear": op_linear,
+    "batchnorm": op_batchnorm,
+    "reshape": op_reshape,
+    "transpose": op_transpose,
+    "maxpool": op_maxpool,
+}
