@@ -1,0 +1,183 @@
+"""Train the zoo's own models from real or generated data, deterministically, and record their numbers.
+
+    python -m lepton_hls.zoo.train digits_cnn|anomaly_ae [--out DIR]
+
+Writes `<name>.json`, `<name>_weights.h5`, `<name>_preprocessing.json` and the model's entry in `metrics.json`
+(into the zoo directory unless --out is given). Every layer is quantized (QKeras) and every activation is a
+quantizer, so hls4ml's fixed-point C simulation reproduces the float64 model exactly on inputs on its grid.
+The recorded metrics are measured on the saved files reloaded from disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lepton_host.manifest import Preprocessing
+
+from . import ZOO_DIR
+from .keras_io import load_qkeras, save_qkeras
+
+SEED = 20261124
+WEIGHT_Q = "quantized_bits(6,0,alpha=1)"
+
+
+def _deterministic(seed: int) -> None:
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+# QActivation keeps its quantizer as given and has no from_config: a quantizer object would not survive the
+# JSON round trip, its string form does.
+
+# ---- digits_cnn --------------------------------------------------------------------------------------------
+DIGITS_PRE = Preprocessing(
+    kind="standard", mean=(0.0,), scale=(16.0,), note="pixel values 0..16 divided by 16 (one value for all pixels)"
+)
+
+
+def build_digits_cnn():
+    import tensorflow as tf
+    from qkeras import QActivation, QConv2D, QDense, quantized_bits
+
+    wq = quantized_bits(6, 0, alpha=1)
+    inp = tf.keras.Input((8, 8, 1), name="pixels")
+    x = QConv2D(8, (3, 3), kernel_quantizer=wq, bias_quantizer=wq, name="conv")(inp)
+    x = QActivation("quantized_relu(6)", name="conv_relu")(x)
+    x = tf.keras.layers.MaxPooling2D((2, 2), name="pool")(x)
+    x = tf.keras.layers.Flatten(name="flatten")(x)
+    x = QDense(10, kernel_quantizer=wq, bias_quantizer=wq, name="logits")(x)
+    out = tf.keras.layers.Activation("softmax", name="softmax")(x)
+    return tf.keras.Model(inp, out, name="digits_cnn")
+
+
+def train_digits_cnn(out_dir: Path) -> dict:
+    import tensorflow as tf
+
+    from .digits import test_split, train_split
+
+    _deterministic(SEED)
+    x_train, y_train = train_split()
+    x_test, y_test = test_split()
+    model = build_digits_cnn()
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(0.005),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(DIGITS_PRE.apply(x_train), y_train, epochs=120, batch_size=32, shuffle=True, verbose=0)
+    paths = _save(model, "digits_cnn", DIGITS_PRE, out_dir)
+    reloaded = load_qkeras(*paths)
+    pred = reloaded.predict(DIGITS_PRE.apply(x_test), verbose=0).argmax(axis=1)
+    train_pred = reloaded.predict(DIGITS_PRE.apply(x_train), verbose=0).argmax(axis=1)
+    return {
+        "metrics": {
+            "test_accuracy": round(float((pred == y_test).mean()), 4),
+            "train_accuracy": round(float((train_pred == y_train).mean()), 4),
+            "n_test": int(len(y_test)),
+        }
+    }
+
+
+# ---- anomaly_ae --------------------------------------------------------------------------------------------
+AE_TRAIN_SEED, AE_THRESHOLD_SEED, AE_TEST_SEED = 100, 101, 0
+AE_PERCENTILE = 99.0
+
+
+def build_anomaly_ae():
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits
+
+    wq = quantized_bits(6, 0, alpha=1)
+    inp = tf.keras.Input((32,), name="features")
+    x = inp
+    for i, units in enumerate((16, 8, 16)):
+        x = QDense(units, kernel_quantizer=wq, bias_quantizer=wq, name=f"dense{i + 1}")(x)
+        x = QActivation("quantized_relu(8,3)", name=f"relu{i + 1}")(x)
+    # The output is the last QDense's exact sum of 6-bit weights times 8-bit activations: a fixed-point value
+    # (multiples of 2^-10) on which C simulation and model agree bit for bit. No QActivation(quantized_bits)
+    # follows it: hls4ml 1.3.0 merges such a linear quantizer into a Dense whose result precision is 'auto'
+    # and drops its rounding, so the C simulation would no longer match the model.
+    out = QDense(32, kernel_quantizer=wq, bias_quantizer=wq, name="reconstruction")(x)
+    return tf.keras.Model(inp, out, name="anomaly_ae")
+
+
+def reconstruction_error(model, x_scaled: np.ndarray) -> np.ndarray:
+    """Mean squared error per frame between the scaled input and the model's output."""
+    y = model.predict(x_scaled, verbose=0, batch_size=1024)
+    return np.mean((np.asarray(x_scaled, np.float64) - y) ** 2, axis=1)
+
+
+def train_anomaly_ae(out_dir: Path) -> dict:
+    import tensorflow as tf
+    from sklearn.metrics import roc_auc_score
+
+    from .sensor_data import labelled_frames, normal_frames
+
+    _deterministic(SEED)
+    x_train = normal_frames(8000, seed=AE_TRAIN_SEED)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    pre = Preprocessing(
+        kind="standard",
+        mean=tuple(round(float(v), 6) for v in mean),
+        scale=tuple(round(float(v), 6) for v in std),
+        note="per-band standard scaler fitted on 8,000 generated normal frames (dB)",
+    )
+    model = build_anomaly_ae()
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.003), loss="mse")
+    xs = pre.apply(x_train)
+    model.fit(xs, xs, epochs=60, batch_size=64, shuffle=True, verbose=0)
+    paths = _save(model, "anomaly_ae", pre, out_dir)
+    reloaded = load_qkeras(*paths)
+
+    held_out = reconstruction_error(reloaded, pre.apply(normal_frames(2000, seed=AE_THRESHOLD_SEED)))
+    threshold = float(np.percentile(held_out, AE_PERCENTILE))
+    x_test, y_test = labelled_frames(2000, seed=AE_TEST_SEED)
+    err = reconstruction_error(reloaded, pre.apply(x_test))
+    flagged = err > threshold
+    return {
+        "threshold": round(threshold, 6),
+        "metrics": {
+            "roc_auc": round(float(roc_auc_score(y_test, err)), 4),
+            "detection_rate": round(float(flagged[y_test == 1].mean()), 4),
+            "false_alarm_rate": round(float(flagged[y_test == 0].mean()), 4),
+            "threshold_percentile": AE_PERCENTILE,
+            "n_test": int(len(y_test)),
+        },
+    }
+
+
+# ---- common ------------------------------------------------------------------------------------------------
+def _save(model, name: str, pre: Preprocessing, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, weights_path = out_dir / f"{name}.json", out_dir / f"{name}_weights.h5"
+    save_qkeras(model, json_path, weights_path)
+    (out_dir / f"{name}_preprocessing.json").write_text(json.dumps(pre.to_dict(), indent=2) + "\n")
+    return json_path, weights_path
+
+
+TRAINERS = {"digits_cnn": train_digits_cnn, "anomaly_ae": train_anomaly_ae}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lepton_hls.zoo.train", description=__doc__.split("\n")[0])
+    parser.add_argument("name", choices=sorted(TRAINERS))
+    parser.add_argument("--out", type=Path, default=ZOO_DIR, help="directory to write into (default: the zoo)")
+    args = parser.parse_args(argv)
+    record = TRAINERS[args.name](args.out)
+    metrics_path = args.out / "metrics.json"
+    recorded = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    recorded[args.name] = record
+    metrics_path.write_text(json.dumps(dict(sorted(recorded.items())), indent=2) + "\n")
+    print(json.dumps({args.name: record}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
