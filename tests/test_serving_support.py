@@ -146,33 +146,152 @@ class NumpyBoardBackend:
         self._unhang.set()
 
 
-def fault_server(mode: str, delay_s: float = 0.0, counter: list | None = None):
-    """An OIP peer that fails the way sick clouds do: `5xx` (always 503), `slow` (answers after delay_s),
-    `detail_errors` (FastAPI-style `{"detail": ...}` 4xx for binary bodies, JSON otherwise fine)."""
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    async def infer(request: Request):
-        if counter is not None:
-            counter.append(time.monotonic())
-        if mode == "5xx":
-            return JSONResponse({"error": "model instance crashed"}, status_code=503)
-        if mode == "slow":
-            await asyncio.sleep(delay_s)
-            return JSONResponse({"error": "too late"}, status_code=500)
-        return JSONResponse({"error": f"unknown mode {mode}"}, status_code=500)
-
-    async def ready(request: Request):
-        return JSONResponse({"ready": mode != "5xx"}, status_code=200 if mode != "5xx" else 503)
-
-    return Starlette(routes=[
-        Route("/v2/models/{model}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{model}/ready", ready),
-        Route("/v2/health/ready", ready),
-    ])
-
-
 def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj))
+
+
+# ---- servers shared by the serving tests (one TensorFlow load per test session) ------------------------------
+import atexit  # noqa: E402
+import contextlib  # noqa: E402
+import functools  # noqa: E402
+import socket  # noqa: E402
+import tempfile  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def shared_package(task: str = "classifier") -> Path:
+    root = Path(tempfile.mkdtemp(prefix="lepton-serving-")) / task
+    return make_package(root, task)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_cloud(task: str = "classifier"):
+    """The reference cloud server on the shared package, for the whole session."""
+    from lepton_hls.serving.cloud_server import create_cloud_server
+    from lepton_hls.serving.runner import ServerThread
+
+    app, _ = create_cloud_server(shared_package(task))
+    server = ServerThread(app).start()
+    atexit.register(server.stop)
+    return server
+
+
+@contextlib.contextmanager
+def running_gateway(package: Path, backend, cloud_url: str | None = None, *, token: str | None = None,
+                    batcher=None, policy=None, cloud_kw: dict | None = None, breaker=None,
+                    request_timeout_s: float = 5.0, max_body_bytes: int = 8 << 20):
+    """A gateway on a free loopback port around `backend`, stopped on exit."""
+    from lepton_hls.serving.app import ServerOptions
+    from lepton_hls.serving.batcher import BatcherConfig
+    from lepton_hls.serving.cloud_client import CloudConfig
+    from lepton_hls.serving.gateway import GatewayConfig, create_gateway
+    from lepton_hls.serving.routing import RoutingPolicy
+    from lepton_hls.serving.runner import ServerThread
+
+    manifest = load_manifest(package)
+    cloud = None
+    if cloud_url is not None:
+        cloud = CloudConfig(cloud_url, breaker=breaker, **(cloud_kw or {}))
+    config = GatewayConfig(
+        batcher=batcher or BatcherConfig(), policy=policy or RoutingPolicy.for_package(manifest, package),
+        cloud=cloud, request_timeout_s=request_timeout_s, health_interval_s=0.1,
+        server=ServerOptions(token=token, max_body_bytes=max_body_bytes),
+    )
+    app, service = create_gateway(manifest, backend, config)
+    server = ServerThread(app).start()
+    try:
+        yield server, service
+    finally:
+        backend.close()
+        server.stop()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SwitchableCloud:
+    """An OIP peer in front of a real cloud server whose health the test switches: `pass` (forward to the
+    real server), `5xx` (503 with an error body), `slow` (answer after `delay_s`). Counts the requests it got."""
+
+    def __init__(self, target_url: str, mode: str = "pass", delay_s: float = 1.0):
+        import httpx
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Route
+
+        from lepton_hls.serving.runner import ServerThread
+
+        self.mode, self.delay_s, self.hits = mode, delay_s, 0
+        self._target = target_url
+        client_holder: dict = {}
+
+        async def forward(request: Request):
+            self.hits += 1
+            mode = self.mode
+            if mode == "5xx":
+                return JSONResponse({"error": "model instance crashed (injected)"}, status_code=503)
+            if mode == "slow":
+                await asyncio.sleep(self.delay_s)
+            client = client_holder.setdefault("c", httpx.AsyncClient(timeout=30))
+            r = await client.request(request.method, self._target + request.url.path,
+                                     content=await request.body(),
+                                     headers={k: v for k, v in request.headers.items() if k.lower() != "host"})
+            headers = {k: v for k, v in r.headers.items()
+                       if k.lower() in ("content-type", "inference-header-content-length")}
+            return Response(r.content, status_code=r.status_code, headers=headers)
+
+        app = Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST"])])
+        self.server = ServerThread(app).start()
+        self.url = self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def mlserver_style_app(package: Path):
+    """A faithful stand-in for Seldon MLServer's REST surface (FastAPI): no binary tensor extension (its /v2
+    lists no extensions and a binary body fails with a 500 plain-text traceback), request validation errors
+    as 422 `{"detail": [...]}`, a JSON body required by content type, outputs tagged `content_type: np`."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    name = load_manifest(package, verify=False).model.name
+
+    async def metadata(request: Request):
+        return JSONResponse({"name": "mlserver", "version": "1.7.1", "extensions": []})
+
+    async def infer(request: Request):
+        if request.path_params["model"] != name:
+            return JSONResponse({"error": f"Model {request.path_params['model']} not found"}, status_code=404)
+        body = await request.body()
+        if request.headers.get("content-type") != "application/json":
+            return JSONResponse({"detail": [{"type": "model_attributes_type", "loc": ["body"],
+                                             "msg": "Input should be a valid dictionary"}]}, status_code=422)
+        try:
+            msg = json.loads(body)
+        except UnicodeDecodeError as e:
+            return PlainTextResponse(f"Traceback (most recent call last):\n  ...\nUnicodeDecodeError: {e}",
+                                     status_code=500)
+        except json.JSONDecodeError:
+            return JSONResponse({"detail": [{"loc": ["body"], "msg": "JSON decode error"}]}, status_code=422)
+        t = msg["inputs"][0]
+        x = np.asarray(t["data"], dtype=np.float32).reshape(t["shape"])
+        y = keras_reference(package, x).astype(np.float32)
+        return JSONResponse({"model_name": name, "id": msg.get("id", "generated-id"), "parameters": {},
+                             "outputs": [{"name": "softmax", "shape": list(y.shape), "datatype": "FP32",
+                                          "parameters": {"content_type": "np"}, "data": y.ravel().tolist()}]})
+
+    async def ready(request: Request):
+        return JSONResponse({})
+
+    return Starlette(routes=[
+        Route("/v2", metadata), Route("/v2/health/ready", ready), Route("/v2/models/{model}/ready", ready),
+        Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+    ])

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol

@@ -72,6 +72,7 @@ class CloudClient:
         self.breaker = CircuitBreaker(config.breaker or BreakerConfig(), on_change=self._breaker_changed)
         self.budget = RetryBudget(config.retry_budget_ratio, config.retry_reserve)
         self._binary = config.binary
+        self._negotiated = False
         self._latencies: collections.deque[float] = collections.deque(maxlen=200)
         headers = {"authorization": f"Bearer {config.token}"} if config.token else {}
         self._client = httpx.AsyncClient(
@@ -113,6 +114,8 @@ class CloudClient:
             )
         start = time.perf_counter()
         self.budget.earn()
+        if self._binary and not self._negotiated:
+            await self._negotiate()
         try:
             coro = self._with_retries(np.ascontiguousarray(x, dtype=np.float32))
             y = await (asyncio.wait_for(coro, timeout_s) if timeout_s is not None else coro)
@@ -168,6 +171,22 @@ class CloudClient:
         finally:
             for t in pending:
                 t.cancel()
+
+    async def _negotiate(self) -> None:
+        """Use binary tensors only with a server that lists Triton's `binary_tensor_data` extension in its
+        metadata (MLServer, for one, answers a binary body with a 500)."""
+        try:
+            r = await self._client.get(f"{self.base}/v2")
+        except httpx.HTTPError:
+            return  # ask again next time; the request itself will report the connection problem
+        self._negotiated = True
+        if r.status_code == 200:
+            try:
+                extensions = r.json().get("extensions") or []
+            except (ValueError, AttributeError):
+                extensions = []
+            if "binary_tensor_data" not in extensions:
+                self._binary = False
 
     def _hedge_delay(self) -> float | None:
         p = self.config.hedge_percentile

@@ -190,9 +190,11 @@ class EdgeService:
         n_edge = int((served == "edge").sum())
         n_cloud = served.size - n_edge
         path = "edge" if n_cloud == 0 else "cloud" if n_edge == 0 else "edge+cloud"
-        uniq, counts = np.unique(reasons.astype(str), return_counts=True)
-        # The label names the reason that decided most samples; the response lists them all.
-        main = str(uniq[np.argmax(counts)])
+        uniq = np.unique(reasons.astype(str))
+        # The label names why samples left the edge (else why they stayed); the response lists every reason.
+        offloaded = reasons[served == "cloud"] if n_cloud else reasons
+        labels, counts = np.unique(offloaded.astype(str), return_counts=True)
+        main = str(labels[np.argmax(counts)])
         self.metrics.inferences.labels(self.name, path, main).inc()
         if n_edge:
             self.metrics.rows.labels(self.name, "edge").inc(n_edge)

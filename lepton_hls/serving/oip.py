@@ -295,8 +295,9 @@ def error_message(body: bytes, fallback: str) -> str:
     try:
         msg = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        text = body[:300].decode("utf-8", "replace").strip()
-        return text or fallback
+        # Plain text; for a Python traceback the last line is the one that says what went wrong.
+        lines = [ln.strip() for ln in body[-2000:].decode("utf-8", "replace").splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else fallback
     if isinstance(msg, dict):
         for key in ("error", "detail", "message"):
             v = msg.get(key)

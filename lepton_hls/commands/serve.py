@@ -1,0 +1,101 @@
+"""`lepton-hls serve DIR`: the edge gateway (Open Inference Protocol v2 over HTTP) with a cloud fallback."""
+
+from __future__ import annotations
+
+import os
+
+TOKEN_ENV = "LEPTON_HLS_TOKEN"
+CLOUD_TOKEN_ENV = "LEPTON_HLS_CLOUD_TOKEN"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="serve a package at the edge (OIP v2 / KServe / Triton HTTP) with a cloud fallback",
+        description="Edge gateway: answers on the accelerator (or its emulation) and falls back to a cloud OIP "
+        f"server. A bearer token is required when {TOKEN_ENV} is set (or --token is given).",
+    )
+    p.add_argument("package", metavar="DIR", help="overlay package directory")
+    p.add_argument("--cloud", metavar="URL", help="cloud OIP server, e.g. http://10.0.0.5:8001 (none: edge only)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--board", default="auto", choices=("auto", "board", "emulated-board", "emulator"),
+                   help="edge backend (default: the board runtime's choice, else the emulator)")
+    g = p.add_argument_group("batching")
+    g.add_argument("--max-batch-size", type=int, default=64)
+    g.add_argument("--max-queue-delay-ms", type=float, default=0.5)
+    g.add_argument("--max-queue", type=int, default=256, help="requests waiting before new ones are refused")
+    g.add_argument("--timeout-ms", type=float, default=5000, help="per-request timeout")
+    g.add_argument("--edge-timeout-ms", type=float, default=1000, help="a board call longer than this is a hang")
+    r = p.add_argument_group("routing (defaults from DIR/serving.json, then these flags)")
+    r.add_argument("--mode", choices=("auto", "edge", "cloud"), default=None)
+    r.add_argument("--latency-budget-ms", type=float, default=None,
+                   help="send work to the cloud when the edge queue would make it wait longer")
+    r.add_argument("--confidence-threshold", type=float, default=None,
+                   help="classifiers: escalate samples whose max probability is below this to the cloud")
+    r.add_argument("--error-threshold", type=float, default=None,
+                   help="autoencoders: escalate samples whose reconstruction MSE is above this")
+    r.add_argument("--no-range-check", action="store_true", help="serve out-of-range inputs on the edge too")
+    c = p.add_argument_group("cloud client")
+    c.add_argument("--cloud-model", default="", help="model name on the cloud server (default: the package's)")
+    c.add_argument("--cloud-timeout-ms", type=float, default=2000)
+    c.add_argument("--cloud-retries", type=int, default=1)
+    c.add_argument("--breaker-failures", type=int, default=5)
+    c.add_argument("--breaker-reset-s", type=float, default=5.0)
+    c.add_argument("--hedge-percentile", type=float, default=None, help="e.g. 95: hedge slow cloud requests")
+    c.add_argument("--cloud-json", action="store_true", help="send JSON instead of binary tensors to the cloud")
+    p.add_argument("--token", default=None, help=f"bearer token (prefer the {TOKEN_ENV} environment variable)")
+    p.set_defaults(func=run)
+
+
+def build_gateway(args):
+    """-> (app, service, backend) from parsed arguments; separate from `run` so the demo can reuse it."""
+    from lepton_host.manifest import load_manifest
+    from lepton_hls.serving.app import ServerOptions
+    from lepton_hls.serving.batcher import BatcherConfig
+    from lepton_hls.serving.breaker import BreakerConfig
+    from lepton_hls.serving.cloud_client import CloudConfig
+    from lepton_hls.serving.edge import open_edge_backend
+    from lepton_hls.serving.gateway import GatewayConfig, create_gateway
+    from lepton_hls.serving.routing import RoutingPolicy
+
+    manifest = load_manifest(args.package)
+    policy = RoutingPolicy.for_package(
+        manifest, args.package, mode=args.mode,
+        latency_budget_s=None if args.latency_budget_ms is None else args.latency_budget_ms / 1e3,
+        confidence_threshold=args.confidence_threshold, error_threshold=args.error_threshold,
+        check_range=False if args.no_range_check else None,
+    )
+    cloud = None
+    if args.cloud:
+        cloud = CloudConfig(
+            url=args.cloud, model=args.cloud_model, read_timeout_s=args.cloud_timeout_ms / 1e3,
+            retries=args.cloud_retries, hedge_percentile=args.hedge_percentile, binary=not args.cloud_json,
+            token=os.environ.get(CLOUD_TOKEN_ENV),
+            breaker=BreakerConfig(failure_threshold=args.breaker_failures, reset_timeout_s=args.breaker_reset_s),
+        )
+    from lepton_hls import __version__
+
+    config = GatewayConfig(
+        batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
+                              max_queue_size=args.max_queue, compute_timeout_s=args.edge_timeout_ms / 1e3),
+        policy=policy, cloud=cloud, request_timeout_s=args.timeout_ms / 1e3,
+        server=ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
+                             token=args.token or os.environ.get(TOKEN_ENV) or None),
+    )
+    backend = open_edge_backend(args.package, args.board, manifest)
+    app, service = create_gateway(manifest, backend, config)
+    return app, service, backend
+
+
+def run(args) -> int:
+    from lepton_hls.serving.runner import serve_forever
+
+    app, service, backend = build_gateway(args)
+    where = f"http://{args.host}:{args.port}"
+    print(f"lepton-hls serve: {service.name} on {where}/v2/models/{service.name} "
+          f"(edge: {backend.name}; cloud: {args.cloud or 'none'}; routing: {service.router.policy.to_dict()})")
+    try:
+        serve_forever(app, args.host, args.port)
+    finally:
+        backend.close()
+    return 0

@@ -1,0 +1,224 @@
+"""The serving layer's parts on their own: OIP message codec, circuit breaker, retry budget, routing policy,
+dynamic batcher. No servers; the batcher runs a real numpy function on an event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+from test_serving_support import shared_package
+
+from lepton_host.manifest import load_manifest
+from lepton_hls.serving import oip
+from lepton_hls.serving import routing as R
+from lepton_hls.serving.batcher import BatcherConfig, DynamicBatcher
+from lepton_hls.serving.breaker import BreakerConfig, CircuitBreaker
+from lepton_hls.serving.cloud_client import RetryBudget
+from lepton_hls.serving.errors import BadRequest, EdgeUnavailable, Overloaded
+
+
+# ---- OIP codec ----------------------------------------------------------------------------------------------
+def test_binary_request_roundtrip_is_bit_exact():
+    x = np.random.default_rng(0).normal(size=(7, 16)).astype(np.float32)
+    body, headers = oip.encode_infer_request([oip.Tensor("features", "FP32", x)], request_id="r1")
+    req = oip.parse_infer_request(body, headers[oip.HEADER_LENGTH])
+    assert req.id == "r1" and req.inputs[0].name == "features"
+    assert req.inputs[0].data.dtype == np.float32 and np.array_equal(req.inputs[0].data, x)
+    assert req.wants_binary("anything")  # binary_data_output defaults every output to binary
+
+
+def test_json_response_and_binary_response_decode_to_the_same_values():
+    y = np.arange(10, dtype=np.float32).reshape(2, 5) / 7
+    t = oip.Tensor("softmax", "FP32", y)
+    for binary in (False, True):
+        body, headers = oip.encode_infer_response("m", [t], [binary], request_id="x", parameters={"served_by": "edge"})
+        resp = oip.decode_infer_response(body, headers.get(oip.HEADER_LENGTH))
+        assert resp.id == "x" and resp.parameters["served_by"] == "edge"
+        assert np.array_equal(resp.outputs["softmax"], y)
+        assert (oip.HEADER_LENGTH in headers) == binary
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"inputs": []}', "non-empty 'inputs'"),
+        (b'{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1]}]}', "holds 1 values"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}', "not supported"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', "NaN"),
+        (b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": ["x"]}]}', "does not hold FP32"),
+        (b'{"inputs": [{"name": "a", "shape": "1", "datatype": "FP32", "data": [1]}]}', "shape must be"),
+    ],
+)
+def test_malformed_requests_are_rejected_with_a_reason(body, fragment):
+    with pytest.raises(BadRequest, match=fragment):
+        oip.parse_infer_request(body)
+
+
+def test_binary_size_must_match_shape_and_body():
+    header = json.dumps({"inputs": [{"name": "a", "shape": [2, 2], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 16}}]}).encode()
+    with pytest.raises(BadRequest, match="ends before"):
+        oip.parse_infer_request(header + b"\0" * 8, len(header))
+    with pytest.raises(BadRequest, match="no input claims"):
+        oip.parse_infer_request(header + b"\0" * 20, len(header))
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
+        oip.parse_infer_request(header, len(header) + 5)
+
+
+def test_error_messages_of_other_servers_are_understood():
+    assert oip.error_message(b'{"error": "boom"}', "x") == "boom"
+    assert oip.error_message(b'{"detail": "Not Found"}', "x") == "Not Found"
+    assert oip.error_message(b'{"detail": [{"loc": ["body"], "msg": "field required"}]}', "x") == "field required"
+    assert oip.error_message(b"Traceback ...\n  File x\nValueError: bad shape\n", "x") == "ValueError: bad shape"
+    assert oip.error_message(b"", "Bad Gateway") == "Bad Gateway"
+
+
+# ---- breaker and retry budget --------------------------------------------------------------------------------
+def test_breaker_opens_after_n_failures_probes_half_open_and_closes_on_success():
+    now = [0.0]
+    b = CircuitBreaker(BreakerConfig(failure_threshold=3, reset_timeout_s=2.0, half_open_probes=1), clock=lambda: now[0])
+    for _ in range(2):
+        assert b.allow()
+        b.record_failure()
+    assert b.state == "closed"
+    b.record_failure()
+    assert b.state == "open" and not b.allow()
+    now[0] = 1.9
+    assert not b.allow()
+    now[0] = 2.0
+    assert b.state == "half_open"
+    assert b.allow() and not b.allow()  # exactly one probe
+    b.record_failure()  # the probe failed: open again for a full period
+    assert b.state == "open"
+    now[0] = 4.0
+    assert b.allow()
+    b.record_success()
+    assert b.state == "closed" and b.allow()
+    assert b.transitions == ["open", "half_open", "open", "half_open", "closed"]
+
+
+def test_retry_budget_limits_retries_to_a_fraction_of_requests():
+    budget = RetryBudget(ratio=0.1, reserve=2.0)
+    spent = 0
+    for _ in range(1000):
+        budget.earn()
+        spent += budget.spend()
+    assert spent <= 0.1 * 1000 + 2
+
+
+# ---- routing -------------------------------------------------------------------------------------------------
+def test_router_sends_out_of_range_samples_to_the_cloud():
+    m = load_manifest(shared_package())
+    router = R.Router(R.RoutingPolicy(), m)
+    fmt = m.input.format
+    x = np.zeros((4, 16))
+    x[1, 3] = fmt.max_value + fmt.step  # one step past the largest representable value
+    x[2, 0] = fmt.min_value  # the most negative value is representable
+    x[3, 5] = fmt.max_value
+    d = router.before_edge(x, edge_healthy=True, edge_wait_s=0.0, has_cloud=True)
+    assert d.edge.tolist() == [True, False, True, True]
+    assert d.reasons[1] == R.OUT_OF_RANGE and d.reasons[0] == R.IN_RANGE
+
+
+def test_router_health_budget_and_forced_modes():
+    m = load_manifest(shared_package())
+    x = np.zeros((2, 16))
+    auto = R.Router(R.RoutingPolicy(latency_budget_s=0.01), m)
+    assert not auto.before_edge(x, False, 0.0, True).edge.any()
+    assert auto.before_edge(x, False, 0.0, True).reasons[0] == R.EDGE_UNHEALTHY
+    assert auto.before_edge(x, True, 0.02, True).reasons[0] == R.EDGE_BUSY
+    assert auto.before_edge(x, True, 0.0, False).edge.all()  # no cloud: the edge is the only path
+    assert R.Router(R.RoutingPolicy(mode="cloud"), m).before_edge(x, True, 0.0, True).reasons[0] == R.FORCED
+    assert R.Router(R.RoutingPolicy(mode="edge"), m).before_edge(x + 1e6, False, 9.0, True).edge.all()
+
+
+def test_cascade_thresholds_for_classifier_and_autoencoder():
+    m = load_manifest(shared_package())
+    router = R.Router(R.RoutingPolicy(confidence_threshold=0.6), m)
+    y = np.array([[0.9, 0.1, 0, 0, 0], [0.5, 0.5, 0, 0, 0]])
+    esc, why = router.escalate(np.zeros((2, 16)), y)
+    assert esc.tolist() == [False, True] and why == R.LOW_CONFIDENCE
+    logits = np.array([[10.0, 0, 0, 0, 0], [0.1, 0, 0, 0, 0]])  # confidence from a softmax of logits
+    assert R.confidence(logits)[0] > 0.99 and R.confidence(logits)[1] < 0.3
+
+    ae = load_manifest(shared_package("autoencoder"))
+    policy = R.RoutingPolicy.for_package(ae)
+    assert policy.error_threshold == ae.model.threshold  # default from the manifest
+    router = R.Router(policy, ae)
+    x = np.zeros((2, 8))
+    y = np.stack([np.full(8, 0.1), np.full(8, 1.0)])  # MSE 0.01 and 1.0 against threshold 0.5
+    esc, why = router.escalate(x, y)
+    assert esc.tolist() == [False, True] and why == R.HIGH_ERROR
+
+
+def test_policy_file_and_overrides(tmp_path):
+    m = load_manifest(shared_package())
+    (tmp_path / R.POLICY_FILE).write_text(json.dumps({"routing": {"confidence_threshold": 0.7, "mode": "edge"}}))
+    p = R.RoutingPolicy.for_package(m, tmp_path, mode="auto", latency_budget_s=None)
+    assert p.confidence_threshold == 0.7 and p.mode == "auto" and p.latency_budget_s == 0.05
+    (tmp_path / R.POLICY_FILE).write_text(json.dumps({"routing": {"confidence": 0.7}}))
+    with pytest.raises(BadRequest, match="unknown routing keys"):
+        R.RoutingPolicy.for_package(m, tmp_path)
+
+
+# ---- dynamic batcher -----------------------------------------------------------------------------------------
+def test_batcher_groups_concurrent_requests_and_returns_each_its_rows():
+    calls = []
+
+    def predict(x, timeout=None):
+        calls.append(x.shape[0])
+        time.sleep(0.002)
+        return x * 2.0
+
+    async def main():
+        b = DynamicBatcher(predict, BatcherConfig(max_batch_size=16, max_queue_delay_s=0.02, max_queue_size=100))
+        b.start()
+        xs = [np.full((1 + i % 3, 4), float(i)) for i in range(20)]
+        results = await asyncio.gather(*(b.submit(x) for x in xs))
+        await b.stop()
+        return xs, results
+
+    xs, results = asyncio.run(main())
+    for x, r in zip(xs, results):
+        assert np.array_equal(r.y, x * 2.0)
+    assert sum(calls) == sum(x.shape[0] for x in xs)
+    assert max(calls) <= 16 and len(calls) < len(xs)  # batched, never over the cap
+
+
+def test_batcher_rejects_when_full_and_reports_a_hung_backend():
+    hung = [True]
+
+    def hang(x, timeout=None):
+        if hung[0]:
+            time.sleep(0.3)  # the first call hangs past the 0.1 s limit, then the board recovers
+            hung[0] = False
+        return x
+
+    async def main():
+        b = DynamicBatcher(hang, BatcherConfig(max_batch_size=1, max_queue_delay_s=0, max_queue_size=2,
+                                               compute_timeout_s=0.1))
+        b.start()
+        first = b.submit(np.zeros((1, 2)))
+        await asyncio.sleep(0.01)  # the worker took it; the queue is empty again
+        queued = [b.submit(np.zeros((1, 2))) for _ in range(2)]
+        with pytest.raises(Overloaded, match="queue is full"):
+            b.submit(np.zeros((1, 2)))
+        with pytest.raises(EdgeUnavailable, match="did not answer"):
+            await first
+        for q in queued:  # failed fast instead of waiting behind the hung call
+            with pytest.raises(EdgeUnavailable):
+                await q
+        assert b.stalled
+        with pytest.raises(EdgeUnavailable, match="has not answered"):
+            b.submit(np.zeros((1, 2)))
+        await asyncio.sleep(0.35)  # the call came back
+        assert not b.stalled
+        r = await b.submit(np.ones((1, 2)))
+        await b.stop()
+        return r
+
+    assert np.array_equal(asyncio.run(main()).y, np.ones((1, 2)))
