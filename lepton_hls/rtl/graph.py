@@ -165,3 +165,89 @@ def _pool_attrs(layer, op: Op, where: str) -> None:
         }
     if any(op.attrs["pad"]):
         raise RtlCoverageError(f"{where}: padded pooling is outside the RTL tracer's coverage (use padding='valid')")
+
+
+# ---- the package's engine IR (docs/engine-ir.md) -------------------------------------------------------------
+def load_engine_ir(engine_dir) -> LayerGraph:
+    """Read `engine/graph.json` + `engine/weights.npz`: the fixed-point graph the package's own emulator runs."""
+    import json
+    from pathlib import Path
+
+    d = Path(engine_dir)
+    gpath, wpath = d / "graph.json", d / "weights.npz"
+    if not gpath.is_file() or not wpath.is_file():
+        raise RtlCoverageError(f"{d}: graph.json / weights.npz missing; rebuild the package with `lepton-hls build`")
+    g = json.loads(gpath.read_text())
+    with np.load(wpath) as z:
+        arrays = {k: z[k] for k in z.files}
+    return from_engine_ir(g, arrays)
+
+
+def from_engine_ir(g: dict, arrays: dict[str, np.ndarray]) -> LayerGraph:
+    if g.get("io_type", "io_parallel") != "io_parallel":
+        raise RtlCoverageError(f"the RTL tracer follows io_parallel models; this package is {g.get('io_type')}")
+    ops: list[Op] = []
+    prev = None
+    for layer in g["layers"]:
+        name, kind = layer["name"], layer["op"]
+        where = f"layer {name} ({layer.get('class_name', kind)})"
+        ins = layer.get("inputs", [])
+        if kind != "input" and (len(ins) != 1 or ins[0] != prev):
+            raise RtlCoverageError(f"{where}: the RTL tracer follows single-chain models only (inputs {ins})")
+        p = layer.get("params", {})
+        op = Op(name, "", tuple(int(s) for s in layer["shape"]), FixedFormat.from_dict(layer["format"]))
+        if kind == "input":
+            op.kind = "input"
+        elif kind in ("dense", "conv1d", "conv2d"):
+            if p.get("product", "mult") != "mult":
+                raise RtlCoverageError(
+                    f"{where}: {p.get('product')} (power-of-two) weights are outside the RTL tracer's coverage"
+                )
+            op.kind = "dense" if kind == "dense" else "conv"
+            op.formats = {k: FixedFormat.from_dict(p[k]) for k in ("weight", "bias", "accum")}
+            op.arrays = {
+                "weight": op.formats["weight"].to_float(arrays[f"{name}/kernel"]),
+                "bias": op.formats["bias"].to_float(arrays[f"{name}/bias"]),
+            }
+            if kind != "dense":
+                op.attrs = {
+                    "kernel": (p["filt_height"], p["filt_width"]),
+                    "stride": (p["stride_height"], p["stride_width"]),
+                    "pad": (p["pad_top"], p["pad_bottom"], p["pad_left"], p["pad_right"]),
+                    "in_shape": (p["in_height"], p["in_width"], p["n_chan"]),
+                }
+        elif kind == "activation":
+            fn = p.get("function")
+            if fn not in ("relu", "linear"):
+                raise RtlCoverageError(f"{where}: activation {fn!r} is outside the RTL tracer's coverage (relu, linear)")
+            op.kind = fn
+        elif kind == "batchnorm":
+            op.kind = "batchnorm"
+            op.formats = {k: FixedFormat.from_dict(p[k]) for k in ("scale", "bias")}
+            op.arrays = {k: op.formats[k].to_float(arrays[f"{name}/{k}"]) for k in ("scale", "bias")}
+        elif kind in ("pool1d", "pool2d"):
+            if p["mode"] != "max":
+                raise RtlCoverageError(
+                    f"{where}: {p['mode']} pooling divides by the window size (truncating toward zero); only max "
+                    "pooling is in the RTL tracer's coverage"
+                )
+            op.kind = "maxpool"
+            op.attrs = {
+                "kernel": (p["pool_height"], p["pool_width"]),
+                "stride": (p["stride_height"], p["stride_width"]),
+                "pad": (p["pad_top"], p["pad_bottom"], p["pad_left"], p["pad_right"]),
+                "in_shape": (p["in_height"], p["in_width"], p["n_filt"]),
+                "accum": FixedFormat.from_dict(p["accum"]),
+                "in_format": ops[-1].result,
+            }
+        elif kind == "reshape":
+            op.kind = "reshape"
+        elif kind == "softmax":
+            op.kind = "softmax"
+        else:
+            raise RtlCoverageError(f"{where}: op {kind!r} is outside the RTL tracer's coverage")
+        ops.append(op)
+        prev = name
+    if not ops or ops[0].kind != "input":
+        raise RtlCoverageError("the engine graph has no input layer")
+    return LayerGraph(ops)

@@ -177,7 +177,17 @@ def op_maxpool(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     kh, kw = op.attrs["kernel"]
     sh, sw = op.attrs["stride"]
     h, wd, c = op.attrs["in_shape"]
+    pt, pb, pl, pr = op.attrs["pad"]
     grid = x._vars.reshape(h, wd, c)
+    if any(op.attrs["pad"]):
+        # Padded cells hold the input format's most negative value, so they never win unless the window is all pad.
+        x_fmt = op.attrs.get("in_format")
+        if x_fmt is None:
+            raise RtlCoverageError(f"layer {op.name}: padded max pooling needs the input format")
+        lowest = FixedVariable.from_const(Decimal(repr(float(x_fmt.min_value))), hwconf=grid.ravel()[0].hwconf)
+        padded = np.full((h + pt + pb, wd + pl + pr, c), lowest, dtype=object)
+        padded[pt : pt + h, pl : pl + wd, :] = grid
+        grid, h, wd = padded, h + pt + pb, wd + pl + pr
     oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
     out = np.empty((oh, ow, c), dtype=object)
     for r in range(oh):
@@ -189,6 +199,8 @@ def op_maxpool(x: FixedVariableArray, op: Op) -> FixedVariableArray:
                     m = m.max_of(v)
                 out[r, q, ch] = m
     arr = FixedVariableArray(out.reshape(op.shape))
+    if "accum" in op.attrs:
+        arr = fixed.cast(arr, op.attrs["accum"], f"layer {op.name} accumulator")
     return fixed.cast(arr, op.result, f"layer {op.name}")
 
 

@@ -1,0 +1,124 @@
+"""`lepton-hls rtl` on an overlay package: trace its engine IR, write `rtl/`, build the Verilator emulator,
+check it bit for bit against the C simulation, and record the result in the manifest."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from lepton_host.emulator import CsimEmulator, FastEmulator
+from lepton_host.errors import LeptonError
+from lepton_host.manifest import MANIFEST_NAME, load_manifest
+from lepton_host.rtl_emulator import RtlEmulator
+
+from .build import BOARDS, RtlReport, build_rtl
+from .graph import load_engine_ir
+from .tracer import trace
+
+RTL_DIR = "rtl"
+REPORT = Path("reports") / "rtl.json"
+
+
+class RtlMismatchError(LeptonError):
+    """The Verilator emulation differs from the C simulation: the tracer reproduced some layer inexactly."""
+
+
+@dataclass
+class RtlCheck:
+    reference: str  # "csim" or "engine:<layer>" when the RTL stops before an uncovered tail
+    samples: int
+    identical_rows: float
+    max_abs_raw_diff: int
+    emulation_s: float
+    reference_s: float
+
+
+def check_inputs(fmt, shape, n: int, seed: int = 0) -> np.ndarray:
+    """Raw test inputs: half spread over the whole input range (wrap and saturation paths), half within 1/16 of
+    it (where trained models live)."""
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    wide = rng.integers(fmt.raw_min, fmt.raw_max + 1, size=(half,) + tuple(shape))
+    lo, hi = (fmt.raw_min // 16, fmt.raw_max // 16) if fmt.signed else (0, fmt.raw_max // 16)
+    narrow = rng.integers(lo, hi + 1, size=(n - half,) + tuple(shape))
+    return np.concatenate([wide, narrow]).astype(np.int64)
+
+
+def check_against_csim(package_dir, emu: RtlEmulator, n: int = 10000, seed: int = 0) -> RtlCheck:
+    root = Path(package_dir)
+    raw = check_inputs(emu.input.format, emu.input.shape, n, seed)
+    t0 = time.perf_counter()
+    got = emu.predict_raw(raw)
+    t_emu = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if emu.uncovered:
+        # The C simulation exposes only the final output; the layer before the uncovered tail comes from the
+        # package's integer engine, which `verify` holds bit-identical to the C simulation.
+        ref = FastEmulator(root).trace_raw(raw)[emu.output.name]
+        reference = f"engine:{emu.output.name}"
+    else:
+        ref = CsimEmulator(root).predict_raw(raw)
+        reference = "csim"
+    t_ref = time.perf_counter() - t0
+    diff = np.abs(got.reshape(n, -1) - np.asarray(ref, dtype=np.int64).reshape(n, -1))
+    return RtlCheck(reference, n, float(np.mean(diff.max(axis=1) == 0)), int(diff.max()), round(t_emu, 4), round(t_ref, 3))
+
+
+def rtl_package(
+    package_dir,
+    clock_ns: float = 5.0,
+    latency_cutoff: float | None = None,
+    board: str | None = None,
+    check_samples: int = 10000,
+    jobs: int = 1,
+    vhdl: bool = True,
+    log=print,
+) -> dict:
+    root = Path(package_dir)
+    manifest = load_manifest(root) if (root / MANIFEST_NAME).is_file() else None
+    if board is None:
+        board = (manifest.hls.board if manifest and manifest.hls.board in BOARDS else None) or "pynq-z2"
+    t0 = time.perf_counter()
+    traced = trace(load_engine_ir(root / "engine"))
+    t_trace = time.perf_counter() - t0
+    if traced.uncovered:
+        log(f"rtl: the RTL ends at layer {traced.output_layer}; not covered: {', '.join(traced.uncovered)}")
+    log(f"rtl: traced in {t_trace:.1f} s; building the Verilator emulator (this takes a while for large models)")
+    report: RtlReport = build_rtl(traced, root / RTL_DIR, clock_ns=clock_ns, latency_cutoff=latency_cutoff,
+                                  board=board, jobs=jobs, vhdl=vhdl, trace_s=t_trace)
+    emu = RtlEmulator(root)
+    check = check_against_csim(root, emu, n=check_samples) if check_samples else None
+    result = {
+        "tool": "da4ml + verilator",
+        "latency_cycles": report.latency_cycles,
+        "initiation_interval": report.initiation_interval,
+        "clock_ns": report.clock_ns,
+        "latency_ns": report.latency_ns,
+        "lut_estimate": report.lut_estimate,
+        "ff_estimate": report.ff_estimate,
+        "dsp_estimate": report.dsp_estimate,
+        "board": report.board,
+        "fits_board": report.fits_board,
+        "output_layer": report.output_layer,
+        "uncovered_layers": report.uncovered_layers,
+        "verilator_build_s": report.verilator_build_s,
+        "trace_s": report.trace_s,
+        "check": None if check is None else check.__dict__,
+        "bit_exact": None if check is None else check.max_abs_raw_diff == 0,
+    }
+    (root / REPORT).parent.mkdir(exist_ok=True)
+    (root / REPORT).write_text(json.dumps(result, indent=2) + "\n")
+    if manifest is not None:
+        files = [p for p in (root / RTL_DIR).rglob("*") if p.is_file() and "obj_dir" not in p.parts]
+        manifest.add_artifacts(root, [p.relative_to(root) for p in files] + [REPORT])
+        manifest.reports["rtl"] = result
+        manifest.save(root)
+    if check is not None and check.max_abs_raw_diff != 0:
+        raise RtlMismatchError(
+            f"{root}: Verilator emulation differs from {check.reference} on {100 * (1 - check.identical_rows):.2f}% of "
+            f"{check.samples} inputs (max raw difference {check.max_abs_raw_diff}); see {root / REPORT}"
+        )
+    return result
