@@ -114,3 +114,42 @@ def test_flipped_spare_bits_or_padding_are_detected():
 def test_formats_wider_than_a_word_are_refused():
     with pytest.raises(FormatError, match="at most 32-bit"):
         pack(np.array([1]), FixedFormat(40, 10))
+
+
+reals = st.one_of(
+    st.floats(-1e4, 1e4, allow_nan=False),
+    st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, 1e30, -1e30]),
+)
+all_modes = st.builds(
+    lambda width, integer, signed, rnd, sat: FixedFormat(width, integer, signed, rnd, sat),
+    width=st.integers(1, 32),
+    integer=st.integers(-4, 36),
+    signed=st.booleans(),
+    rnd=st.sampled_from(["TRN", "RND", "RND_CONV", "TRN_ZERO", "RND_ZERO"]),
+    sat=st.sampled_from(["WRAP", "SAT", "SAT_SYM", "SAT_ZERO"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(all_modes, st.lists(reals, min_size=1, max_size=30))
+def test_lane_quantizer_is_quantize_then_pack(fmt, xs):
+    """The runtime's fused hot path writes exactly the words of FixedFormat.quantize + pack."""
+    from lepton_host.packing import LaneDequantizer, LaneQuantizer
+
+    x = np.array(xs)
+    words = np.full(words_for(x.size, fmt) + 2, 0xDEADBEEF, dtype=np.uint32)
+    used = LaneQuantizer(fmt).into(words, x)
+    expected = pack(fmt.quantize(x), fmt)
+    assert used == expected.size
+    np.testing.assert_array_equal(words[:used], expected)
+    assert words[used] == 0xDEADBEEF
+    out = np.empty(x.size)
+    assert LaneDequantizer(fmt).into(out, words, x.size)
+    np.testing.assert_array_equal(out, fmt.cast(x))
+
+
+def test_lane_quantizer_refuses_nan():
+    from lepton_host.packing import LaneQuantizer
+
+    with pytest.raises(FormatError, match="NaN"):
+        LaneQuantizer(FixedFormat(16, 6)).into(np.zeros(4, np.uint32), np.array([1.0, np.nan]))

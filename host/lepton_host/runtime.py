@@ -1,0 +1,421 @@
+"""The board runtime: one overlay package, one accelerator, numpy arrays in and out.
+
+    acc = Accelerator.load("packages/jet_tagger")   # checksums, overlay, contiguous buffers: once
+    y = acc.predict(x)                               # (N, *input_shape) raw features -> (N, *output_shape)
+    acc.throughput_test()                            # per-stage times: pack, transfer, compute, unpack
+
+Imports numpy and pynq only (no TensorFlow), so it runs on a stock PYNQ image. The request path programs the
+AXI DMA's simple-mode registers directly through the register view pynq maps (2 reads and 4 writes a call
+instead of the 14 reads and 6 writes of pynq's channel objects); pynq still loads the overlay, starts the DMA
+and allocates the buffers. Every wait has a deadline: a DMA that never completes raises DeviceTimeoutError
+and the DMA is reset, so the next call works once the cause is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputShapeError, LeptonError, ManifestError
+from .manifest import Manifest, load_manifest
+from .packing import LaneDequantizer, LaneQuantizer, lane_bits, words_for
+
+# AXI DMA simple-mode registers, as uint32 word indices (PG021).
+_MM2S_CR, _MM2S_SR, _MM2S_SA, _MM2S_SA_MSB, _MM2S_LEN = 0, 1, 6, 7, 10
+_S2MM_CR, _S2MM_SR, _S2MM_DA, _S2MM_DA_MSB, _S2MM_LEN = 12, 13, 18, 19, 22
+_SR_HALTED, _SR_IDLE, _SR_ERRORS, _SR_IRQS = 0x1, 0x2, 0x70, 0x7000
+_CR_RUN, _CR_RESET = 0x1, 0x4
+_ALL_ONES = 0xFFFFFFFF
+DEFAULT_MAX_BATCH = 1024
+DEFAULT_TIMEOUT_S = 1.0
+
+
+class DeviceError(LeptonError):
+    """The accelerator or its DMA failed; the runtime has reset the DMA and can be retried."""
+
+
+class DeviceTimeoutError(DeviceError):
+    """The DMA did not complete within the timeout (a hung accelerator, a missing TLAST, or too slow)."""
+
+
+class ShortTransferError(DeviceError):
+    """The accelerator ended its output packet (TLAST) before the whole batch came back."""
+
+
+class CorruptOutputError(DeviceError):
+    """Output words break the wire format (a lane's spare bits or the padding are not what the format allows)."""
+
+
+class DmaError(DeviceError):
+    """The AXI DMA reported an internal, slave or decode error in its status register."""
+
+
+class DeviceMissingError(DeviceError):
+    """No device answers: pynq finds no board, or the DMA's registers read back all ones."""
+
+
+@dataclass
+class StageTimes:
+    """What `throughput_test` measured, in seconds over `samples` samples (like FINN's throughput_test)."""
+
+    samples: int
+    batch: int
+    pack_s: float
+    transfer_s: float
+    compute_s: float
+    unpack_s: float
+    total_s: float
+    in_bytes_per_sample: float
+    out_bytes_per_sample: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.total_s if self.total_s else float("inf")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["samples_per_s"] = self.samples_per_s
+        for k in ("pack_s", "transfer_s", "compute_s", "unpack_s", "total_s"):
+            d[k.replace("_s", "_us_per_sample")] = 1e6 * d[k] / max(self.samples, 1)
+        return d
+
+
+class _Slot:
+    """One input/output buffer pair; two of them let the host pack chunk k+1 while the fabric runs chunk k."""
+
+    def __init__(self, alloc, in_words: int, out_words: int):
+        self.inp = alloc((in_words,), np.uint32)
+        self.out = alloc((out_words,), np.uint32)
+        self.in_addr = int(self.inp.physical_address)
+        self.out_addr = int(self.out.physical_address)
+        self.in_np = self.inp.view(np.ndarray)  # plain ndarray views: no subclass overhead per element op
+        self.out_np = self.out.view(np.ndarray)
+        self.n = 0
+        self.in_words = 0
+        self.out_words = 0
+
+
+class Accelerator:
+    """A loaded overlay package. Not thread-safe: one caller at a time (the gateway serialises calls)."""
+
+    def __init__(self, package_dir, manifest: Manifest, overlay, dma, device, max_batch: int, timeout_s: float):
+        self.package_dir = Path(package_dir)
+        self.manifest = manifest
+        self.overlay = overlay
+        self.dma = dma
+        self.device = device
+        self.timeout_s = float(timeout_s)
+        self.in_shape = tuple(manifest.input.shape)
+        self.out_shape = tuple(manifest.output.shape)
+        self.in_size = manifest.input.size
+        self.out_size = manifest.output.size
+        self._pre = manifest.preprocessing
+        self._identity = self._pre.kind == "identity"
+        if not self._identity:
+            self._mean = np.asarray(self._pre.mean, dtype=np.float64)
+            self._inv_scale = 1.0 / np.asarray(self._pre.scale, dtype=np.float64)
+        self._q = LaneQuantizer(manifest.input.format)
+        self._dq = LaneDequantizer(manifest.output.format)
+        self.in_lane_bytes = lane_bits(manifest.input.format) // 8
+        self.out_lane_bytes = lane_bits(manifest.output.format) // 8
+        dma_max = int(getattr(dma, "buffer_max_size", (1 << 26) - 1))
+        per_sample = max(self.in_size * self.in_lane_bytes, self.out_size * self.out_lane_bytes)
+        self.max_batch = max(1, min(int(max_batch), (dma_max - 4) // per_sample))
+        import pynq
+
+        def alloc(shape, dtype):
+            return pynq.allocate(shape, dtype, target=device)
+
+        in_words = words_for(self.max_batch * self.in_size, manifest.input.format)
+        out_words = words_for(self.max_batch * self.out_size, manifest.output.format)
+        self._slots = [_Slot(alloc, in_words, out_words) for _ in range(2)]
+        self._regs = dma.mmio.array
+        self._needs_reset = False
+        self.calls = 0
+        self._reset_dma()
+
+    # ---- loading --------------------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        package_dir,
+        *,
+        device=None,
+        download: bool | None = None,
+        max_batch: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        bitfile: str | os.PathLike | None = None,
+    ) -> Accelerator:
+        """Verify the package's checksums, load its overlay and allocate the DMA buffers.
+
+        `device` is the pynq device to use (pynq's active device when None). `download` True always programs
+        the bitstream, False never does (the caller knows it is loaded), None (default) programs it only when
+        the device does not already hold it. `max_batch` sizes the contiguous buffers; larger batches are
+        streamed through them in chunks."""
+        package_dir = Path(package_dir)
+        manifest = load_manifest(package_dir, verify=True)
+        try:
+            import pynq
+        except ImportError as e:
+            raise DeviceMissingError(f"pynq is not installed ({e}); install the board side with host/install.sh") from None
+        if device is None:
+            try:
+                device = pynq.Device.active_device
+            except RuntimeError as e:
+                raise DeviceMissingError(
+                    f"pynq finds no device ({e}); on a PYNQ board check that the FPGA manager is present, "
+                    "elsewhere use the emulated board (lepton_host.board.enable())"
+                ) from None
+        bit = Path(bitfile) if bitfile else _find_bitstream(package_dir, manifest, device)
+        bit = bit.resolve()
+        if download is None:
+            download = not (getattr(device, "bitfile_name", None) == str(bit) and getattr(device, "timestamp", ""))
+        try:
+            overlay = pynq.Overlay(str(bit), download=download, device=device)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise DeviceError(f"cannot load overlay {bit}: {e}") from None
+        dma = _find_dma(overlay, manifest)
+        report = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
+        if max_batch is None:
+            max_batch = int(report.get("max_batch") or DEFAULT_MAX_BATCH)
+        return cls(package_dir, manifest, overlay, dma, device, max_batch, timeout_s)
+
+    # ---- inference ------------------------------------------------------------------------------------------
+    def predict(self, x, timeout: float | None = None) -> np.ndarray:
+        """Raw features (N, *input_shape) -> outputs (N, *output_shape) as a new float64 array."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != len(self.in_shape) + 1 or x.shape[1:] != self.in_shape:
+            raise InputShapeError(
+                f"{self.manifest.model.name} takes a batch of shape (N, {', '.join(map(str, self.in_shape))}); "
+                f"got {x.shape}. Add the batch axis for a single sample: x[None]"
+            )
+        n = len(x)
+        out = np.empty((n,) + self.out_shape, dtype=np.float64)
+        if n == 0:
+            return out
+        if self._needs_reset:
+            self._reset_dma()
+        timeout = self.timeout_s if timeout is None else float(timeout)
+        flat_out = out.reshape(n, self.out_size)
+        x2 = x.reshape(n, self.in_size)
+        mb = self.max_batch
+        if n <= mb:  # the common, latency-bound case: one chunk, one buffer pair
+            slot = self._slots[0]
+            self._fill(slot, x2)
+            self._start(slot)
+            self._finish(slot, flat_out, timeout)
+        else:
+            chunks = [(i, min(i + mb, n)) for i in range(0, n, mb)]
+            slots = self._slots
+            self._fill(slots[0], x2[chunks[0][0] : chunks[0][1]])
+            self._start(slots[0])
+            for k, (lo, hi) in enumerate(chunks):
+                cur = slots[k % 2]
+                if k + 1 < len(chunks):  # pack the next chunk while the fabric works on this one
+                    nlo, nhi = chunks[k + 1]
+                    self._fill(slots[(k + 1) % 2], x2[nlo:nhi])
+                self._finish(cur, flat_out[lo:hi], timeout)
+                if k + 1 < len(chunks):
+                    self._start(slots[(k + 1) % 2])
+        self.calls += 1
+        return out
+
+    __call__ = predict
+
+    def _fill(self, slot: _Slot, x2: np.ndarray) -> None:
+        if not self._identity:
+            x2 = (x2 - self._mean) * self._inv_scale
+        slot.n = len(x2)
+        slot.in_words = self._q.into(slot.in_np, x2)
+        slot.out_words = words_for(slot.n * self.out_size, self.manifest.output.format)
+        slot.inp.flush()
+
+    def _start(self, slot: _Slot) -> None:
+        r = self._regs
+        # Receive side first, so the output packet always has a place to land.
+        r[_S2MM_DA] = slot.out_addr
+        r[_S2MM_LEN] = slot.out_words * 4
+        r[_MM2S_SA] = slot.in_addr
+        r[_MM2S_LEN] = slot.in_words * 4
+
+    def _finish(self, slot: _Slot, out2: np.ndarray, timeout: float) -> None:
+        r = self._regs
+        sr = int(r[_S2MM_SR])
+        if not sr & (_SR_IDLE | _SR_ERRORS):
+            deadline = time.perf_counter() + timeout
+            while True:
+                sr = int(r[_S2MM_SR])
+                if sr & (_SR_IDLE | _SR_ERRORS):
+                    break
+                if time.perf_counter() > deadline:
+                    self._fail()
+                    raise DeviceTimeoutError(
+                        f"{self.manifest.model.name}: DMA receive did not complete within {timeout:g} s "
+                        f"({slot.n} samples, {slot.out_words * 4} bytes expected; S2MM_DMASR=0x{sr:08x}). The "
+                        "accelerator hung or is too slow; the DMA was reset. Check that the IP asserts TLAST "
+                        "and that the bitstream matches the package"
+                    )
+        if sr & _SR_ERRORS or sr == _ALL_ONES:
+            self._raise_status(sr, "S2MM")
+        got = int(r[_S2MM_LEN])
+        if got != slot.out_words * 4:
+            self._fail()
+            raise ShortTransferError(
+                f"{self.manifest.model.name}: accelerator returned {got} bytes for {slot.n} samples, expected "
+                f"{slot.out_words * 4} (TLAST came early); the DMA was reset"
+            )
+        slot.out.invalidate()
+        if not self._dq.into(out2.reshape(-1), slot.out_np, slot.n * self.out_size):
+            self._fail()
+            raise CorruptOutputError(
+                f"{self.manifest.model.name}: output words break the {self.manifest.output.format} wire format "
+                "(spare lane bits or padding set): data corrupted between the accelerator and memory"
+            )
+
+    # ---- recovery -------------------------------------------------------------------------------------------
+    def _raise_status(self, sr: int, channel: str):
+        self._fail()
+        if sr == _ALL_ONES:
+            raise DeviceMissingError(
+                f"the DMA's registers read 0xFFFFFFFF: no device answers at 0x{self.dma.mmio.base_addr:08x}. "
+                "Is the board powered and the bitstream loaded?"
+            )
+        kinds = [n for b, n in ((0x10, "internal"), (0x20, "slave"), (0x40, "decode")) if sr & b]
+        detail = getattr(self.device, "last_error", "")
+        raise DmaError(
+            f"{channel} DMA {'/'.join(kinds)} error (DMASR=0x{sr:08x}){': ' + detail if detail else ''}; "
+            "the DMA was reset"
+        )
+
+    def _fail(self) -> None:
+        self._needs_reset = True
+        try:
+            self._reset_dma()
+        except DeviceMissingError:
+            pass
+
+    def _reset_dma(self) -> None:
+        """Soft-reset the DMA (both channels), then start both channels again (PG021 simple mode)."""
+        r = self._regs
+        r[_MM2S_CR] = _CR_RESET
+        if int(r[_MM2S_SR]) == _ALL_ONES:
+            self._needs_reset = True
+            raise DeviceMissingError(
+                f"the DMA's registers read 0xFFFFFFFF: no device answers at 0x{self.dma.mmio.base_addr:08x}"
+            )
+        for _ in range(1000):
+            if not int(r[_MM2S_CR]) & _CR_RESET:
+                break
+        r[_MM2S_CR] = _CR_RUN
+        r[_S2MM_CR] = _CR_RUN
+        # Buffer addresses fit in 32 bits on Zynq-7000: the MSB halves are written once here, not per call.
+        r[_MM2S_SA_MSB] = 0
+        r[_S2MM_DA_MSB] = 0
+        self._needs_reset = False
+
+    def reset(self) -> None:
+        """Reset the DMA explicitly (after an error, or before handing the board to another program)."""
+        self._reset_dma()
+
+    def health(self) -> tuple[bool, str]:
+        r = self._regs
+        sr = (int(r[_MM2S_SR]), int(r[_S2MM_SR]))
+        if _ALL_ONES in sr:
+            return False, "DMA registers read 0xFFFFFFFF: device missing"
+        if any(s & _SR_HALTED for s in sr):
+            return False, f"DMA halted (MM2S_DMASR=0x{sr[0]:08x}, S2MM_DMASR=0x{sr[1]:08x})"
+        return True, f"{self.manifest.model.name} on {getattr(self.device, 'name', self.device)}"
+
+    # ---- measurement ----------------------------------------------------------------------------------------
+    def throughput_test(self, samples: int = 10000, batch: int | None = None, seed: int = 0) -> StageTimes:
+        """Stream `samples` random in-range samples in batches of `batch` (default: the buffer size) and time
+        each stage: pack (preprocess + quantize + pack), transfer (DMA programming and waiting, minus the
+        fabric's own time where the device reports it), compute (the fabric), unpack."""
+        batch = min(int(batch or self.max_batch), self.max_batch)
+        fmt = self.manifest.input.format
+        rng = np.random.default_rng(seed)
+        y = rng.uniform(max(fmt.min_value, -4.0), min(fmt.max_value, 4.0), size=(batch, self.in_size))
+        x = y if self._identity else y / self._inv_scale + self._mean
+        out = np.empty((batch, self.out_size))
+        slot = self._slots[0]
+        t_pack = t_xfer = t_unpack = 0.0
+        fabric0 = getattr(self.device, "fabric_seconds", None)
+        done = 0
+        t_start = time.perf_counter()
+        while done < samples:
+            n = min(batch, samples - done)
+            t0 = time.perf_counter()
+            self._fill(slot, x[:n])
+            t1 = time.perf_counter()
+            self._start(slot)
+            r = self._regs
+            deadline = t1 + self.timeout_s
+            while not int(r[_S2MM_SR]) & (_SR_IDLE | _SR_ERRORS):
+                if time.perf_counter() > deadline:
+                    break
+            t2 = time.perf_counter()
+            self._finish(slot, out[:n], self.timeout_s)
+            t3 = time.perf_counter()
+            t_pack += t1 - t0
+            t_xfer += t2 - t1
+            t_unpack += t3 - t2
+            done += n
+        total = time.perf_counter() - t_start
+        compute = 0.0
+        if fabric0 is not None:
+            compute = self.device.fabric_seconds - fabric0
+            t_xfer = max(t_xfer - compute, 0.0)
+        return StageTimes(
+            samples=done,
+            batch=batch,
+            pack_s=t_pack,
+            transfer_s=t_xfer,
+            compute_s=compute,
+            unpack_s=t_unpack,
+            total_s=total,
+            in_bytes_per_sample=self.in_size * self.in_lane_bytes,
+            out_bytes_per_sample=self.out_size * self.out_lane_bytes,
+        )
+
+    def close(self) -> None:
+        for slot in self._slots:
+            slot.inp.freebuffer()
+            slot.out.freebuffer()
+        self._slots = []
+
+
+def _find_bitstream(package_dir: Path, manifest: Manifest, device) -> Path:
+    """The package's own overlay when vendor tools built one; on the emulated board, one generated from the
+    manifest (the emulated board needs only the .hwh)."""
+    overlay_dir = package_dir / "overlay"
+    bits = sorted(p for p in overlay_dir.glob("*.bit") if p.with_suffix(".hwh").is_file()) if overlay_dir.is_dir() else []
+    if bits:
+        return bits[0]
+    if type(device).__name__ == "EmulatedBoard":
+        from .board import write_overlay
+
+        digest = manifest.to_dict()["digest"][:16]
+        cache = Path(tempfile.gettempdir()) / "lepton-hls-emulated-overlays" / digest
+        return write_overlay(manifest, cache, "lepton", name=manifest.model.name)
+    raise ManifestError(
+        f"{package_dir} has no overlay/*.bit with its .hwh: build the bitstream (`lepton-hls overlay`) "
+        "or run on the emulated board"
+    )
+
+
+def _find_dma(overlay, manifest: Manifest):
+    report = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
+    names = [report["dma"]] if report.get("dma") else []
+    names += [k for k, v in overlay.ip_dict.items() if str(v.get("type", "")).startswith("xilinx.com:ip:axi_dma:")]
+    for name in names:
+        if name in overlay.ip_dict:
+            obj = overlay
+            for part in name.split("/"):
+                obj = getattr(obj, part)
+            return obj
+    raise DeviceError(f"overlay {overlay.bitfile_name} has no AXI DMA (looked for {names or 'axi_dma'})")
