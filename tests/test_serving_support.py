@@ -215,7 +215,8 @@ def free_port() -> int:
 
 class SwitchableCloud:
     """An OIP peer in front of a real cloud server whose health the test switches: `pass` (forward to the
-    real server), `5xx` (503 with an error body), `slow` (answer after `delay_s`). Counts the requests it got."""
+    real server), `5xx` (503 with an error body), `slow` (answer after `delay_s`). Faults and the `hits` count
+    apply to inference requests."""
 
     def __init__(self, target_url: str, mode: str = "pass", delay_s: float = 1.0):
         import httpx
@@ -231,8 +232,9 @@ class SwitchableCloud:
         client_holder: dict = {}
 
         async def forward(request: Request):
-            self.hits += 1
-            mode = self.mode
+            is_infer = request.url.path.endswith("/infer")  # metadata and health pass through untouched
+            self.hits += is_infer
+            mode = self.mode if is_infer else "pass"
             if mode == "5xx":
                 return JSONResponse({"error": "model instance crashed (injected)"}, status_code=503)
             if mode == "slow":
