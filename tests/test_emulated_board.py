@@ -79,10 +79,16 @@ def build_tiny_package(workdir, name="tiny_mlp", n_in=16, hidden=8, n_out=5, see
     return pkg, hls
 
 
+_BUILT: dict = {}  # one build per session, shared with the other board test modules that import `tiny`
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """(package_dir, reference) where reference(x) is hls4ml's own csim predict on preprocessed inputs."""
-    pkg, hls = build_tiny_package(tmp_path_factory.mktemp("tiny_mlp"))
+    key = str(tmp_path_factory.getbasetemp())
+    if key not in _BUILT:
+        _BUILT[key] = build_tiny_package(tmp_path_factory.mktemp("tiny_mlp"))
+    pkg, hls = _BUILT[key]
     m = load_manifest(pkg)
 
     def reference(x):
