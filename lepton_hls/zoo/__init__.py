@@ -40,7 +40,7 @@ class ZooModel:
     preprocessing: Preprocessing
     threshold: float | None  # autoencoder: mean squared reconstruction error (model-input domain) above = anomaly
     description: str
-    metrics: dict = field(default_factory=dict)  # recorded at training time, e.g. {"test_accuracy": 0.95}
+    metrics: dict = field(default_factory=dict, hash=False)  # recorded at training time, e.g. {"test_accuracy": 0.95}
 
     def load_keras(self, dtype: str = "float32"):
         """The QKeras model with its weights. dtype="float64" builds every layer in float64: the exact reference

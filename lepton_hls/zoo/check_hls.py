@@ -3,9 +3,9 @@
     python -m lepton_hls.zoo.check_hls [NAME ...] [--n 2000] [--work /tmp/lepton-zoo-hls]
 
 Conversion is the plain one: `config_from_keras_model(m, granularity='name', backend='Vitis')`, io_parallel,
-inputs ap_fixed<16,6>. Inputs are real evaluation data (or, for jet_tagger whose data does not ship,
-standard-normal features) after preprocessing, rounded onto the input's grid (multiples of 2^-10) and clipped
-to its range. The comparison is made before a final softmax (hls4ml's softmax is a lookup table, inexact by
+inputs ap_fixed<16,6>. Inputs are real evaluation data after preprocessing plus as many uniform random
+rows over the same range (for jet_tagger, whose data does not ship, standard-normal features), rounded onto the
+input's grid (multiples of 2^-10) and clipped to its range. The comparison is made before a final softmax (hls4ml's softmax is a lookup table, inexact by
 design): on the traced output of the layer that feeds it, else on the model's output.
 """
 
@@ -35,13 +35,16 @@ class HlsCheck:
 
 
 def grid_inputs(name: str, n: int, seed: int = 0) -> np.ndarray:
-    """Model-domain inputs on the ap_fixed<16,6> grid."""
+    """Model-domain inputs on the ap_fixed<16,6> grid: the model's evaluation data (up to n rows) followed by as
+    many uniform random rows spanning the same range, which exercise every fraction bit of the input."""
     zm = get(name)
+    rng = np.random.default_rng(seed)
     data = zm.eval_data(n, seed=seed)
     if data is None:
-        x = np.random.default_rng(seed).standard_normal((n, *zm.input_shape))
+        x = rng.standard_normal((n, *zm.input_shape))
     else:
-        x = zm.preprocessing.apply(data[0])
+        real = zm.preprocessing.apply(data[0])
+        x = np.concatenate([real, rng.uniform(real.min(), real.max(), real.shape)])
     lsb = 2.0**-INPUT_FRAC_BITS
     lo, hi = -(2.0 ** (INPUT_INT_BITS - 1)), 2.0 ** (INPUT_INT_BITS - 1) - lsb
     return np.clip(np.round(x / lsb) * lsb, lo, hi)
