@@ -142,25 +142,23 @@ class _Exporter:
         wvar, bvar = ws["weight"], ws.get("bias")
         params = rec["params"]
         params["accum"] = fixed_format(layer.types["accum_t"].precision).to_dict()
-        prec_name = type(wvar.type.precision).__name__
-        data = np.asarray(wvar.data, dtype=np.float64).reshape(kernel_rows, n_out)
+        from hls4ml.model.types import ExponentPrecisionType, XnorPrecisionType
+
+        precision = wvar.type.precision
         key = f"{layer.name}/"
-        if prec_name == "ExponentPrecisionType":
+        if isinstance(precision, ExponentPrecisionType):
+            # hls4ml writes each power-of-two weight as "{sign, exponent}" (sign 1 = positive).
+            pairs = np.array([t.strip("{} ").split(",") for t in wvar], dtype=np.float64)
             params["product"] = "exponential"
-            params["exp_width"] = int(wvar.type.precision.width)
+            params["exp_width"] = int(precision.width)
             params["data_width"] = int(self._in_format(layer).width)
-            if np.any(data == 0):
-                self._unsupported(layer, "zero weights with power-of-two quantization")
-            exp = np.log2(np.abs(data))
-            if not np.all(exp == np.round(exp)):
-                self._unsupported(layer, "power-of-two weights that are not powers of two")
-            self.arrays[key + "kernel_sign"] = (data > 0).astype(np.int64)
-            self.arrays[key + "kernel_exp"] = exp.astype(np.int64)
+            self.arrays[key + "kernel_sign"] = pairs[:, 0].astype(np.int64).reshape(kernel_rows, n_out)
+            self.arrays[key + "kernel_exp"] = pairs[:, 1].astype(np.int64).reshape(kernel_rows, n_out)
             params["weight"] = None
         else:
             wfmt = fixed_format(wvar.type.precision)
-            if wfmt.width == 1 or "Binary" in prec_name or "XnorPrecisionType" in prec_name:
-                self._unsupported(layer, f"binary weights ({wvar.type.precision})")
+            if isinstance(precision, XnorPrecisionType) or wfmt.width == 1:
+                self._unsupported(layer, f"binary weights ({precision})")
             params["product"] = "mult"
             params["weight"] = wfmt.to_dict()
             self.arrays[key + "kernel"] = self._raw(wvar, wfmt).reshape(kernel_rows, n_out)

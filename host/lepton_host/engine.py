@@ -24,7 +24,7 @@ IR_VERSION = 1
 GRAPH_NAME = "graph.json"
 WEIGHTS_NAME = "weights.npz"
 FLOAT_EXACT = 2**53  # integers below this magnitude are exact in float64, and so is every sum that stays below it
-CHUNK_ELEMENTS = 1 << 22  # per-chunk working set (int64 elements) of the widest layer
+CHUNK_ELEMENTS = 1 << 18  # per-chunk working set (int64 elements) of the widest layer
 
 Op = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -292,12 +292,15 @@ def _pool(layer, p, ins, fmt, arrays):
     oh, ow = int(p["out_height"]), int(p["out_width"])
     out_shape = tuple(int(s) for s in layer["shape"])
     mode = p["mode"]
+    # hls4ml pads max pooling with the input type's top bit set: the most negative value of a signed type,
+    # but 2**(width-1) raw (half the range, positive) of an unsigned one.
+    pad = x_fmt.raw_min if x_fmt.signed else 1 << (x_fmt.width - 1)
     if mode == "max":
 
         def fn(xs):
             x = xs[0]
             n = len(x)
-            win = _windows(x.reshape(n, ih, iw, nf), p, ph, pw, x_fmt.raw_min)
+            win = _windows(x.reshape(n, ih, iw, nf), p, ph, pw, pad)
             m = win.max(axis=(3, 4))
             return fmt.requantize(accum.requantize(m, x_fmt.frac), accum.frac).reshape((n,) + out_shape)
 
