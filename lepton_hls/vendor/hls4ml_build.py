@@ -1,0 +1,84 @@
+"""Running an hls4ml project's own `build_prj.tcl` (C synthesis, C/RTL co-simulation, Vivado out-of-context
+synthesis) and collecting its reports.
+
+hls4ml's script reads its switches from `build_opt.tcl` beside it (the Vitis backend writes the same file in
+`ModelGraph.build`); `vsynth` makes the script call `vivado` itself, so Vivado must be on PATH too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import reports
+from .tools import find_tool, hls_command, run_tool
+
+STEPS = ("reset", "csim", "synth", "cosim", "validation", "export", "vsynth", "fifo_opt")
+
+
+@dataclass
+class SynthResult:
+    csynth: reports.CsynthReport | None = None
+    cosim: reports.CosimReport | None = None
+    vivado: reports.Utilization | None = None
+    log: str = ""
+    tool: str = ""
+    seconds: float = 0.0
+    steps: dict[str, bool] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "tool": self.tool,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 1),
+            "log": self.log,
+            "csynth": self.csynth.to_dict() if self.csynth else None,
+            "cosim": self.cosim.to_dict() if self.cosim else None,
+            "vivado_synth": self.vivado.to_dict() if self.vivado else None,
+        }
+
+
+def write_build_options(hls_dir: Path, steps: dict[str, bool]) -> Path:
+    body = "array set opt {\n" + "".join(f"    {k:<10} {int(bool(steps.get(k, False)))}\n" for k in STEPS) + "}\n"
+    path = hls_dir / "build_opt.tcl"
+    path.write_text(body)
+    return path
+
+
+def find_report(hls_dir: Path, project: str, sub: str, name: str) -> Path | None:
+    hits = sorted(hls_dir.glob(f"{project}_prj/*/{sub}/{name}"))
+    return hits[0] if hits else None
+
+
+def run_hls4ml_build(hls_dir: str | Path, project: str = "myproject", csim: bool = False, synth: bool = True,
+                     cosim: bool = True, vsynth: bool = True, log_dir: str | Path | None = None,
+                     progress: Callable[[str], None] | None = None) -> SynthResult:  # fmt: skip
+    hls = Path(hls_dir)
+    if not (hls / "build_prj.tcl").is_file():
+        raise reports.ReportError(f"{hls} has no build_prj.tcl: not an hls4ml project directory")
+    tool = find_tool(["vitis-run", "vitis_hls"], "run C synthesis and co-simulation (Vitis HLS)")
+    if vsynth:
+        find_tool(["vivado"], "run Vivado out-of-context synthesis (hls4ml's build_prj.tcl calls `vivado`)")
+    steps = {"reset": True, "csim": csim, "synth": synth or cosim or vsynth, "cosim": cosim, "vsynth": vsynth}
+    write_build_options(hls, steps)
+    log = Path(log_dir or hls) / "synth.log"
+    run = run_tool(hls_command(tool, "build_prj.tcl"), cwd=hls, log=log, progress=progress)
+    result = SynthResult(log=str(log), tool=tool.name, seconds=run.seconds, steps={k: bool(v) for k, v in steps.items()})
+    if steps["synth"]:
+        xml = find_report(hls, project, "syn/report", f"{project}_csynth.xml")
+        rpt = find_report(hls, project, "syn/report", f"{project}_csynth.rpt")
+        if xml is not None:
+            result.csynth = reports.parse_csynth_xml(xml)
+        elif rpt is not None:
+            result.csynth = reports.parse_csynth_rpt(rpt)
+        else:
+            raise reports.ReportError(f"C synthesis ran but no {project}_csynth.xml/.rpt was written under {hls}; see {log}")
+    if cosim:
+        path = find_report(hls, project, "sim/report", f"{project}_cosim.rpt")
+        if path is None:
+            raise reports.ReportError(f"co-simulation ran but no {project}_cosim.rpt was written under {hls}; see {log}")
+        result.cosim = reports.parse_cosim_rpt(path)
+    if vsynth:
+        result.vivado = reports.parse_utilization(hls / "vivado_synth.rpt")
+    return result
