@@ -208,6 +208,8 @@ def test_mismatched_manifest_is_refused(built):
 def test_manifest_width_mismatch_is_caught_at_compile_time(built, tmp_path):
     """The generated static_asserts tie the manifest's formats to the core's C types."""
     spec, _, _, root = built
+    if spec.in_lane != 8:
+        pytest.skip("one shape is enough: this check costs a full g++ build")
     pkg = next(p for p in root.iterdir() if (p / "manifest.json").exists())
     wrong = ip_wrapper.WrapperSpec(**{**spec.__dict__, "in_format": FixedFormat(spec.in_format.width + 1, 4)})
     ip = ip_wrapper.generate_ip(wrong, tmp_path / "ip")
