@@ -213,6 +213,22 @@ def test_slow_fault_within_the_timeout_still_returns_correct_results(tiny, dev):
     np.testing.assert_array_equal(acc.predict(x), reference(x))
 
 
+def test_an_accelerator_without_a_model_reports_a_dma_slave_error_not_a_timeout(tiny, dev):
+    from lepton_host.runtime import DmaError
+
+    pkg, reference = tiny
+    sha = load_manifest(pkg).model.sha256
+    acc = Accelerator.load(pkg, timeout_s=30.0)
+    compute = dev._computes[sha]
+    dev.detach(sha)
+    t0 = time.perf_counter()
+    with pytest.raises(DmaError, match="slave error.*no model attached"):
+        acc.predict(inputs(2))
+    assert time.perf_counter() - t0 < 5.0
+    dev.attach(compute, model_sha256=sha)
+    np.testing.assert_array_equal(acc.predict(inputs(2)), reference(inputs(2)))
+
+
 def test_missing_device_at_load_is_a_typed_error(tiny, dev):
     pkg, _ = tiny
     dev.inject("missing")

@@ -131,7 +131,7 @@ all_modes = st.builds(
 
 
 @settings(max_examples=400, deadline=None)
-@given(all_modes, st.lists(reals, min_size=1, max_size=30))
+@given(all_modes, st.one_of(st.lists(reals, min_size=1, max_size=30), st.lists(reals, min_size=65, max_size=300)))
 def test_lane_quantizer_is_quantize_then_pack(fmt, xs):
     """The runtime's fused hot path writes exactly the words of FixedFormat.quantize + pack."""
     from lepton_host.packing import LaneDequantizer, LaneQuantizer
@@ -146,6 +146,24 @@ def test_lane_quantizer_is_quantize_then_pack(fmt, xs):
     out = np.empty(x.size)
     assert LaneDequantizer(fmt).into(out, words, x.size)
     np.testing.assert_array_equal(out, fmt.cast(x))
+
+
+def test_lane_quantizer_reuses_its_plans_across_buffers_and_sizes():
+    from lepton_host.packing import LaneDequantizer, LaneQuantizer
+
+    fmt = FixedFormat(12, 4)
+    q, dq = LaneQuantizer(fmt), LaneDequantizer(fmt)
+    bufs = [np.zeros(200, np.uint32) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    for k in range(30):
+        n = int(rng.integers(1, 300))
+        x = rng.normal(scale=5, size=n)
+        w = bufs[k % 2]
+        used = q.into_lanes(w, w.view(q.dtype), x)
+        np.testing.assert_array_equal(w[:used], pack(fmt.quantize(x), fmt))
+        out = np.empty(n)
+        assert dq.from_lanes(out, w, w.view(dq.dtype), n)
+        np.testing.assert_array_equal(out, fmt.cast(x))
 
 
 def test_lane_quantizer_refuses_nan():

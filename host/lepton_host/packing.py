@@ -114,9 +114,10 @@ def bytes_per_sample(fmt: FixedFormat, values_per_sample: int) -> float:
 
 class LaneQuantizer:
     """Real values -> raw lanes written straight into a DMA buffer, bit-identical to
-    `FixedFormat.quantize` followed by `pack_into`, in as few numpy passes as the format allows: the
-    batch-1 request path is dominated by per-operation overhead, not arithmetic. Formats whose rounding or
-    overflow mode has no short form go through `FixedFormat.quantize`."""
+    `FixedFormat.quantize` followed by `pack_into`, in as few numpy passes as the format allows: at batch 1
+    the request path is dominated by per-operation overhead (scalar operands cost a ufunc more than a
+    same-shape array does), not by arithmetic. Formats whose rounding or overflow mode has no short form go
+    through `FixedFormat.quantize`."""
 
     def __init__(self, fmt: FixedFormat):
         self.fmt = fmt
@@ -126,56 +127,90 @@ class LaneQuantizer:
         self.fast = (
             fmt.rounding in ("TRN", "RND", "RND_CONV") and fmt.saturation in ("WRAP", "SAT") and abs(fmt.frac) < 900
         )
-        # WRAP in a lane exactly as wide as the format is what the int64 -> lane cast does by itself.
         self.cast_wraps = fmt.saturation == "WRAP" and lane_bits(fmt) == fmt.width
         self.lo, self.hi = float(fmt.raw_min), float(fmt.raw_max)
+        # sum of squares below this bound => every |value| < 2**(w-1) - 1: no overflow can happen, and the
+        # float -> lane cast of the rounded values is exact
+        self.in_range_bound = float((2.0 ** (fmt.width - 1) - 1) ** 2) if fmt.signed else -1.0
         self._round = {"TRN": np.floor, "RND_CONV": np.rint}.get(fmt.rounding)
-        self._s = np.empty(0)
-        self._i = np.empty(0, dtype=np.int64)
+        self._plans: dict = {}
+        self._grow(64)
+
+    def _grow(self, n: int) -> None:
+        self._plans = {}
+        self._s = np.empty(n)
+        self._i = np.empty(n, dtype=np.int64)
+        self._scale = np.full(n, self.scale)
+        self._half = np.full(n, 0.5)
 
     def into(self, words: np.ndarray, x: np.ndarray) -> int:
         """Quantize float64 `x` (any shape, C order) into the uint32 `words`; return words used."""
+        return self.into_lanes(words, words.view(self.dtype), x)
+
+    def into_lanes(self, words: np.ndarray, lanes: np.ndarray, x: np.ndarray) -> int:
+        """As `into`, with `lanes` the whole of `words` viewed as the lane dtype (made once per buffer)."""
         fmt = self.fmt
         n = x.size
         if not self.fast:
             return pack_into(words, fmt.quantize(x), fmt)
-        if self._s.size < n:
-            self._s = np.empty(n)
-            self._i = np.empty(n, dtype=np.int64)
-        s, i64 = self._s[:n], self._i[:n]
-        np.multiply(x.reshape(-1), self.scale, out=s)
-        # One dot product screens NaN, Inf and magnitudes past 2**62 (beyond which quantize clips): only
-        # then is the careful path taken, so the common case skips a clip pass.
-        screen = float(s.dot(s))
-        if not screen < 2.0**122:
-            if screen != screen or not np.all(np.isfinite(x)):
-                fmt.quantize(x)  # raises FormatError naming NaN/Inf
-            return pack_into(words, fmt.quantize(x), fmt)
+        plan = self._plans.get((n, id(lanes)))
+        if plan is None or plan[0] is not lanes:
+            plan = self._plan(n, lanes)
+        _, s, scale, body, pad, n_words = plan
+        np.multiply(x.reshape(-1), scale, out=s)
+        # Screen NaN, Inf and magnitudes past 2**61 (quantize clips at 2**62), sending those to the careful
+        # path, and find out whether anything can overflow at all.
+        if n <= 64:  # one sum of squares: fewest calls (vdot, unlike dot, never reaches a threaded BLAS)
+            sq = float(np.vdot(s, s))
+            if not sq < 2.0**122:
+                return pack_into(words, fmt.quantize(x), fmt)
+            in_range = sq < self.in_range_bound
+        else:  # the exact range, element by element
+            lo, hi = float(s.min()), float(s.max())
+            if not (-(2.0**61) < lo and hi < 2.0**61):
+                return pack_into(words, fmt.quantize(x), fmt)
+            in_range = fmt.signed and self.lo + 1 < lo and hi < self.hi
         if self._round is None:  # RND: floor(x + 1/2)
-            s += 0.5
+            np.add(s, self._half[:n], out=s)
             np.floor(s, out=s)
         else:
             self._round(s, out=s)
-        n_words = -(-n // self.per)
-        lanes = words[:n_words].view(self.dtype)
-        if fmt.saturation == "SAT":
+        if in_range:
+            body[...] = s  # integral and in range: the cast is exact
+        elif fmt.saturation == "SAT":
             np.minimum(s, self.hi, out=s)
             np.maximum(s, self.lo, out=s)
-            lanes[:n] = s  # in range and integral: exact
+            body[...] = s
         elif self.cast_wraps:
-            np.copyto(i64, s, casting="unsafe")
-            lanes[:n] = i64  # the truncating cast is the wrap
+            i64 = self._i[:n]
+            i64[...] = s
+            body[...] = i64  # the truncating int64 -> lane cast is the wrap
         else:
-            np.copyto(i64, s, casting="unsafe")
-            lanes[:n] = fmt.overflow(i64)
-        if n_words * self.per > n:
-            lanes[n:] = 0
+            i64 = self._i[:n]
+            i64[...] = s
+            body[...] = fmt.overflow(i64)
+        if pad is not None:
+            pad[...] = 0
         return n_words
+
+    def _plan(self, n: int, lanes: np.ndarray) -> tuple:
+        """Views for batches of `n` values into `lanes`, made once: slicing costs as much as a small ufunc."""
+        if self._s.size < n:
+            self._grow(n)
+        if len(self._plans) > 64:
+            self._plans.clear()
+        n_words = -(-n // self.per)
+        if lanes.size < n_words * self.per:
+            raise ValueError(f"{n} values of {self.fmt} need {n_words} words; the buffer holds {lanes.size // self.per}")
+        pad = lanes[n : n_words * self.per] if n_words * self.per > n else None
+        plan = (lanes, self._s[:n], self._scale[:n], lanes[:n], pad, n_words)
+        self._plans[(n, id(lanes))] = plan
+        return plan
 
 
 class LaneDequantizer:
-    """Raw lanes of a DMA buffer -> real values, one numpy pass when the lanes need no reduction; flags lanes
-    that break the wire invariants (spare bits not a sign/zero extension, padding not zero)."""
+    """Raw lanes of a DMA buffer -> real values in two cheap passes; flags lanes that break the wire
+    invariants (spare bits not a sign/zero extension, padding not zero)."""
 
     def __init__(self, fmt: FixedFormat):
         self.fmt = fmt
@@ -185,16 +220,36 @@ class LaneDequantizer:
         self.step = float(2.0**-fmt.frac)
         self.checked = self.bits != fmt.width
         self.lo, self.hi = fmt.raw_min, fmt.raw_max
+        self._step = np.full(64, self.step)
+        self._plans: dict = {}
 
     def into(self, out: np.ndarray, words: np.ndarray, count: int) -> bool:
         """Write `count` values into float64 `out` (flat view); return False when the lanes are invalid."""
-        n_words = -(-count // self.per)
-        body = words[:n_words].view(self.dtype)[:count]
+        return self.from_lanes(out, words, words.view(self.dtype), count)
+
+    def from_lanes(self, out: np.ndarray, words: np.ndarray, lanes: np.ndarray, count: int) -> bool:
+        plan = self._plans.get((count, id(lanes)))
+        if plan is None or plan[0] is not lanes:
+            plan = self._plan(count, words, lanes)
+        _, body, step, last, shift = plan
         ok = True
         if self.checked:
             ok = bool(body.min() >= self.lo and body.max() <= self.hi)
-        used = count - (n_words - 1) * self.per
-        if used < self.per and int(words[n_words - 1]) >> (used * self.bits):
+        if shift and int(words[last]) >> shift:
             ok = False  # padding lanes must be zero
-        np.multiply(body, self.step, out=out)
+        out[...] = body
+        np.multiply(out, step, out=out)
         return ok
+
+    def _plan(self, count: int, words: np.ndarray, lanes: np.ndarray) -> tuple:
+        if self._step.size < count:
+            self._step = np.full(count, self.step)
+            self._plans = {}
+        if len(self._plans) > 64:
+            self._plans.clear()
+        n_words = -(-count // self.per)
+        used = count - (n_words - 1) * self.per
+        shift = used * self.bits if used < self.per else 0
+        plan = (lanes, lanes[:count], self._step[:count], n_words - 1, shift)
+        self._plans[(count, id(lanes))] = plan
+        return plan

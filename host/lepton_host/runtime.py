@@ -88,13 +88,15 @@ class StageTimes:
 class _Slot:
     """One input/output buffer pair; two of them let the host pack chunk k+1 while the fabric runs chunk k."""
 
-    def __init__(self, alloc, in_words: int, out_words: int):
+    def __init__(self, alloc, in_words: int, out_words: int, in_lane, out_lane):
         self.inp = alloc((in_words,), np.uint32)
         self.out = alloc((out_words,), np.uint32)
         self.in_addr = int(self.inp.physical_address)
         self.out_addr = int(self.out.physical_address)
         self.in_np = self.inp.view(np.ndarray)  # plain ndarray views: no subclass overhead per element op
         self.out_np = self.out.view(np.ndarray)
+        self.in_lanes = self.in_np.view(in_lane)
+        self.out_lanes = self.out_np.view(out_lane)
         self.n = 0
         self.in_words = 0
         self.out_words = 0
@@ -133,7 +135,9 @@ class Accelerator:
 
         in_words = words_for(self.max_batch * self.in_size, manifest.input.format)
         out_words = words_for(self.max_batch * self.out_size, manifest.output.format)
-        self._slots = [_Slot(alloc, in_words, out_words) for _ in range(2)]
+        self._slots = [
+            _Slot(alloc, in_words, out_words, self._q.dtype, self._dq.dtype) for _ in range(2)
+        ]
         self._regs = dma.mmio.array
         self._needs_reset = False
         self.calls = 0
@@ -150,13 +154,15 @@ class Accelerator:
         max_batch: int | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         bitfile: str | os.PathLike | None = None,
+        dma: str | None = None,
     ) -> Accelerator:
         """Verify the package's checksums, load its overlay and allocate the DMA buffers.
 
         `device` is the pynq device to use (pynq's active device when None). `download` True always programs
         the bitstream, False never does (the caller knows it is loaded), None (default) programs it only when
         the device does not already hold it. `max_batch` sizes the contiguous buffers; larger batches are
-        streamed through them in chunks."""
+        streamed through them in chunks. `bitfile` overrides the package's overlay and `dma` names the DMA
+        that feeds the accelerator when the overlay holds several (default: the manifest's overlay report)."""
         package_dir = Path(package_dir)
         manifest = load_manifest(package_dir, verify=True)
         try:
@@ -179,11 +185,11 @@ class Accelerator:
             overlay = pynq.Overlay(str(bit), download=download, device=device)
         except (RuntimeError, OSError, ValueError) as e:
             raise DeviceError(f"cannot load overlay {bit}: {e}") from None
-        dma = _find_dma(overlay, manifest)
+        dma_ip = _find_dma(overlay, manifest, dma)
         report = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
         if max_batch is None:
             max_batch = int(report.get("max_batch") or DEFAULT_MAX_BATCH)
-        return cls(package_dir, manifest, overlay, dma, device, max_batch, timeout_s)
+        return cls(package_dir, manifest, overlay, dma_ip, device, max_batch, timeout_s)
 
     # ---- inference ------------------------------------------------------------------------------------------
     def predict(self, x, timeout: float | None = None) -> np.ndarray:
@@ -201,15 +207,15 @@ class Accelerator:
         if self._needs_reset:
             self._reset_dma()
         timeout = self.timeout_s if timeout is None else float(timeout)
-        flat_out = out.reshape(n, self.out_size)
         x2 = x.reshape(n, self.in_size)
         mb = self.max_batch
         if n <= mb:  # the common, latency-bound case: one chunk, one buffer pair
             slot = self._slots[0]
             self._fill(slot, x2)
             self._start(slot)
-            self._finish(slot, flat_out, timeout)
+            self._finish(slot, out.reshape(-1), timeout)
         else:
+            flat_out = out.reshape(n, self.out_size)
             chunks = [(i, min(i + mb, n)) for i in range(0, n, mb)]
             slots = self._slots
             self._fill(slots[0], x2[chunks[0][0] : chunks[0][1]])
@@ -219,7 +225,7 @@ class Accelerator:
                 if k + 1 < len(chunks):  # pack the next chunk while the fabric works on this one
                     nlo, nhi = chunks[k + 1]
                     self._fill(slots[(k + 1) % 2], x2[nlo:nhi])
-                self._finish(cur, flat_out[lo:hi], timeout)
+                self._finish(cur, flat_out[lo:hi].reshape(-1), timeout)
                 if k + 1 < len(chunks):
                     self._start(slots[(k + 1) % 2])
         self.calls += 1
@@ -230,9 +236,9 @@ class Accelerator:
     def _fill(self, slot: _Slot, x2: np.ndarray) -> None:
         if not self._identity:
             x2 = (x2 - self._mean) * self._inv_scale
-        slot.n = len(x2)
-        slot.in_words = self._q.into(slot.in_np, x2)
-        slot.out_words = words_for(slot.n * self.out_size, self.manifest.output.format)
+        slot.n = n = len(x2)
+        slot.in_words = self._q.into_lanes(slot.in_np, slot.in_lanes, x2)
+        slot.out_words = -(-(n * self.out_size) // self._dq.per)
         slot.inp.flush()
 
     def _start(self, slot: _Slot) -> None:
@@ -243,7 +249,7 @@ class Accelerator:
         r[_MM2S_SA] = slot.in_addr
         r[_MM2S_LEN] = slot.in_words * 4
 
-    def _finish(self, slot: _Slot, out2: np.ndarray, timeout: float) -> None:
+    def _finish(self, slot: _Slot, out_flat: np.ndarray, timeout: float) -> None:
         r = self._regs
         sr = int(r[_S2MM_SR])
         if not sr & (_SR_IDLE | _SR_ERRORS):
@@ -252,6 +258,9 @@ class Accelerator:
                 sr = int(r[_S2MM_SR])
                 if sr & (_SR_IDLE | _SR_ERRORS):
                     break
+                mm2s = int(r[_MM2S_SR])
+                if mm2s & _SR_ERRORS and mm2s != _ALL_ONES:  # the send side failed: nothing will come back
+                    self._raise_status(mm2s, "MM2S")
                 if time.perf_counter() > deadline:
                     self._fail()
                     raise DeviceTimeoutError(
@@ -270,7 +279,7 @@ class Accelerator:
                 f"{slot.out_words * 4} (TLAST came early); the DMA was reset"
             )
         slot.out.invalidate()
-        if not self._dq.into(out2.reshape(-1), slot.out_np, slot.n * self.out_size):
+        if not self._dq.from_lanes(out_flat, slot.out_np, slot.out_lanes, slot.n * self.out_size):
             self._fail()
             raise CorruptOutputError(
                 f"{self.manifest.model.name}: output words break the {self.manifest.output.format} wire format "
@@ -359,7 +368,7 @@ class Accelerator:
                 if time.perf_counter() > deadline:
                     break
             t2 = time.perf_counter()
-            self._finish(slot, out[:n], self.timeout_s)
+            self._finish(slot, out[:n].reshape(-1), self.timeout_s)
             t3 = time.perf_counter()
             t_pack += t1 - t0
             t_xfer += t2 - t1
@@ -408,14 +417,23 @@ def _find_bitstream(package_dir: Path, manifest: Manifest, device) -> Path:
     )
 
 
-def _find_dma(overlay, manifest: Manifest):
+def _find_dma(overlay, manifest: Manifest, name: str | None = None):
     report = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
-    names = [report["dma"]] if report.get("dma") else []
-    names += [k for k, v in overlay.ip_dict.items() if str(v.get("type", "")).startswith("xilinx.com:ip:axi_dma:")]
-    for name in names:
-        if name in overlay.ip_dict:
+    wanted = name or report.get("dma")
+    dmas = [k for k, v in overlay.ip_dict.items() if str(v.get("type", "")).startswith("xilinx.com:ip:axi_dma:")]
+    if wanted:
+        candidates = [wanted]
+    elif len(dmas) > 1:
+        raise DeviceError(
+            f"overlay {overlay.bitfile_name} has several AXI DMAs ({', '.join(dmas)}); name the one that feeds "
+            "the accelerator (Accelerator.load(..., dma=NAME) or reports.overlay.dma in the manifest)"
+        )
+    else:
+        candidates = dmas
+    for path in candidates:
+        if path in overlay.ip_dict:
             obj = overlay
-            for part in name.split("/"):
+            for part in path.split("/"):
                 obj = getattr(obj, part)
             return obj
-    raise DeviceError(f"overlay {overlay.bitfile_name} has no AXI DMA (looked for {names or 'axi_dma'})")
+    raise DeviceError(f"overlay {overlay.bitfile_name} has no AXI DMA {wanted or ''} (it has {dmas or 'none'})")
