@@ -32,6 +32,8 @@ SUPPORTED = (
     "Pooling2D",
     "Reshape",
     "Repack",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
     "Softmax",
 )
 _LINEAR_LIKE = ("linear", "relu")
@@ -95,6 +97,8 @@ class _Exporter:
             "Pooling2D": self._pool,
             "Reshape": self._reshape,
             "Repack": self._reshape,
+            "ZeroPadding1D": self._zeropad,
+            "ZeroPadding2D": self._zeropad,
             "Softmax": self._softmax,
         }.get(cls)
         if handler is None:
@@ -263,6 +267,22 @@ class _Exporter:
         rec["op"] = "reshape"
         if rec["format"] != fixed_format(layer.get_input_variable().type.precision).to_dict():
             self._unsupported(layer, "a reshape that changes the fixed-point format")
+
+    def _zeropad(self, layer, rec):
+        rec["op"] = "zeropad"
+        a = layer.get_attr
+        is2d = layer.class_name == "ZeroPadding2D"
+        if str(a("data_format", "channels_last")) != "channels_last":
+            self._unsupported(layer, "channels_first data")
+        rec["params"].update(
+            in_height=int(a("in_height", 1)) if is2d else 1,
+            in_width=int(a("in_width")),
+            n_chan=int(a("n_chan")),
+            pad_top=int(a("pad_top", 0)) if is2d else 0,
+            pad_bottom=int(a("pad_bottom", 0)) if is2d else 0,
+            pad_left=int(a("pad_left", 0)),
+            pad_right=int(a("pad_right", 0)),
+        )
 
     def _softmax(self, layer, rec):
         rec["op"] = "softmax"

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import EmulationError
-from .fixedpoint import FixedFormat
+from .fixedpoint import FixedFormat, _round_shift
 
 IR_SCHEMA = "lepton-hls/engine"
 IR_VERSION = 1
@@ -38,6 +38,8 @@ class _Node:
     format: FixedFormat
     fn: Op
     work: int  # int64 elements per sample this node touches at its widest
+    lo: int = 0  # proven bounds of the node's raw output values
+    hi: int = 0
 
 
 class Engine:
@@ -133,8 +135,71 @@ def _build(layer: dict, ins: list[_Node], arrays: dict) -> _Node:
         )
     shape = tuple(int(s) for s in layer["shape"])
     fmt = _fmt(layer["format"])
-    fn, work = builder(layer, layer["params"], ins, fmt, arrays)
-    return _Node(layer["name"], op, [], shape, fmt, fn, max(work, int(np.prod(shape))))
+    built = builder(layer, layer["params"], ins, fmt, arrays)
+    fn, work = built[0], built[1]
+    lo, hi = built[2] if len(built) > 2 else (fmt.raw_min, fmt.raw_max)
+    return _Node(layer["name"], op, [], shape, fmt, fn, max(work, int(np.prod(shape))), int(lo), int(hi))
+
+
+class _Convert:
+    """An ap_fixed assignment of raw integers with `from_frac` fraction bits, known to lie in [lo, hi], to `fmt`.
+    Rounding and overflow are monotonic, so the bounds carry through exactly; the overflow step is left out
+    where they prove it cannot trigger (hls4ml's derived accumulator types never overflow), and the common
+    rounding modes take a few in-place passes instead of the general formula."""
+
+    LIMIT = 1 << 61  # beyond this, int64 intermediates could wrap: always apply the overflow step
+
+    def __init__(self, from_frac: int, fmt: FixedFormat, lo: int, hi: int):
+        self.fmt, self.shift = fmt, from_frac - fmt.frac
+        if max(abs(lo), abs(hi)) >= self.LIMIT:
+            self.overflow, self.lo, self.hi = True, fmt.raw_min, fmt.raw_max
+            return
+        rlo, rhi = (int(v) for v in self._round(np.array([lo, hi], dtype=np.int64)))
+        self.overflow = rlo < fmt.raw_min or rhi > fmt.raw_max
+        if not self.overflow:
+            self.lo, self.hi = rlo, rhi
+        elif fmt.saturation == "SAT":
+            self.lo, self.hi = min(max(rlo, fmt.raw_min), fmt.raw_max), max(min(rhi, fmt.raw_max), fmt.raw_min)
+        else:
+            self.lo, self.hi = fmt.raw_min, fmt.raw_max
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return self.lo, self.hi
+
+    def _round(self, raw: np.ndarray) -> np.ndarray:
+        sh, mode = self.shift, self.fmt.rounding
+        if sh <= 0:
+            return raw << -sh if sh else raw
+        if mode == "TRN":
+            return raw >> sh
+        if mode == "RND":  # floor((raw + half) / 2**sh)
+            t = raw + (1 << (sh - 1))
+            t >>= sh
+            return t
+        if mode == "RND_CONV":  # ties go to the even neighbour: add half - 1, plus 1 when the floor is odd
+            t = raw >> sh
+            t &= 1
+            t += raw
+            t += (1 << (sh - 1)) - 1
+            t >>= sh
+            return t
+        return _round_shift(raw, sh, mode)
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        out = self._round(raw)
+        if not self.overflow:
+            return out
+        f = self.fmt
+        if f.saturation == "WRAP":
+            t = out - f.raw_min if f.raw_min else out.copy() if out is raw else out
+            t &= (1 << f.width) - 1
+            if f.raw_min:
+                t += f.raw_min
+            return t
+        if f.saturation == "SAT":
+            return np.clip(out, f.raw_min, f.raw_max)
+        return f.overflow(out)
 
 
 def _input(layer, p, ins, fmt, arrays):
@@ -143,16 +208,32 @@ def _input(layer, p, ins, fmt, arrays):
 
 def _reshape(layer, p, ins, fmt, arrays):
     shape = tuple(int(s) for s in layer["shape"])
-    return (lambda xs: xs[0].reshape((len(xs[0]),) + shape)), 0
+    return (lambda xs: xs[0].reshape((len(xs[0]),) + shape)), 0, (ins[0].lo, ins[0].hi)
+
+
+def _zeropad(layer, p, ins, fmt, arrays):
+    conv = _Convert(ins[0].format.frac, fmt, min(ins[0].lo, 0), max(ins[0].hi, 0))
+    ih, iw, ch = int(p["in_height"]), int(p["in_width"]), int(p["n_chan"])
+    pads = ((0, 0), (int(p["pad_top"]), int(p["pad_bottom"])), (int(p["pad_left"]), int(p["pad_right"])), (0, 0))
+    shape = tuple(int(s) for s in layer["shape"])
+
+    def fn(xs):
+        x = conv(xs[0]).reshape(len(xs[0]), ih, iw, ch)
+        return np.pad(x, pads).reshape((len(x),) + shape)
+
+    return fn, 0, conv.bounds
 
 
 def _activation(layer, p, ins, fmt, arrays):
-    fx = ins[0].format.frac
+    x = ins[0]
     fn = p["function"]
     if fn == "linear":
-        return (lambda xs: fmt.requantize(xs[0], fx)), 0
+        conv = _Convert(x.format.frac, fmt, x.lo, x.hi)
+        return (lambda xs: conv(xs[0])), 0, conv.bounds
     if fn == "relu":
-        return (lambda xs: np.where(xs[0] > 0, fmt.requantize(xs[0], fx), 0)), 0
+        # relu(x) converted == conversion of max(x, 0): zero converts to zero in every format.
+        conv = _Convert(x.format.frac, fmt, max(x.lo, 0), max(x.hi, 0))
+        return (lambda xs: conv(np.maximum(xs[0], 0))), 0, conv.bounds
     raise EmulationError(f"engine layer {layer['name']!r}: activation {fn!r} is not supported")
 
 
@@ -177,8 +258,10 @@ class _Mac:
     """Products, bias and accumulation of a dense or convolution layer: (M, n_in) raw -> (M, n_out) raw
     accumulators in `accum`'s format (docs/engine-ir.md, dense steps 1-2)."""
 
-    def __init__(self, layer, p, x_fmt: FixedFormat, arrays):
+    def __init__(self, layer, p, x_fmt: FixedFormat, arrays, x_lo: int | None = None, x_hi: int | None = None):
         name = layer["name"]
+        x_lo = x_fmt.raw_min if x_lo is None else x_lo
+        x_hi = x_fmt.raw_max if x_hi is None else x_hi
         self.accum = _fmt(p["accum"])
         self.fx = x_fmt.frac
         bias_fmt = _fmt(p["bias"])
@@ -203,11 +286,28 @@ class _Mac:
         # Fast path: products exact in the accumulator and modular accumulation: one matrix product.
         self.linear = self.product == "mult" and wrap and self.shift >= 0
         self.wrap = wrap
+        self.overflow = True
+        self.lo, self.hi = self.accum.raw_min, self.accum.raw_max
         if self.linear:
-            x_abs = max(-x_fmt.raw_min, x_fmt.raw_max)
+            # Bounds of every column's sum of products, in unbounded Python integers.
+            w = self.w.astype(object)
+            s_hi = np.where(self.w > 0, w * x_hi, w * x_lo).sum(axis=0)
+            s_lo = np.where(self.w > 0, w * x_lo, w * x_hi).sum(axis=0)
+            bias = self.bias.astype(object)
+            lo = min(int(a << self.shift) + int(b) for a, b in zip(s_lo, bias))
+            hi = max(int(a << self.shift) + int(b) for a, b in zip(s_hi, bias))
+            self.overflow = lo < self.accum.raw_min or hi > self.accum.raw_max
+            if not self.overflow:
+                self.lo, self.hi = lo, hi
+            # float64 sums are exact while every partial sum stays below 2**53 in magnitude.
+            x_abs = max(abs(x_lo), abs(x_hi))
             bound = x_abs * int(np.abs(self.w).sum(axis=0).max(initial=0))
             self.use_float = bound < FLOAT_EXACT
             self.wf = self.w.astype(np.float64) if self.use_float else None
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return self.lo, self.hi
 
     @property
     def work(self) -> int:
@@ -216,10 +316,14 @@ class _Mac:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.linear:
             if self.use_float:
-                s = (x.astype(np.float64) @ self.wf).astype(np.int64)
+                xf = x if x.dtype == np.float64 else x.astype(np.float64)
+                s = (xf @ self.wf).astype(np.int64)
             else:
                 s = x @ self.w  # int64 wraps modulo 2**64: exact modulo 2**width for WRAP accumulators
-            return self.accum.overflow((s << self.shift) + self.bias)
+            if self.shift:
+                s <<= self.shift
+            s += self.bias
+            return self.accum.overflow(s) if self.overflow else s
         p = self._products(x)
         p = self.accum.requantize(p, self.fp)
         if self.wrap:
@@ -239,17 +343,16 @@ class _Mac:
 
 
 def _dense(layer, p, ins, fmt, arrays):
-    mac = _Mac(layer, p, ins[0].format, arrays)
-    fa = mac.accum.frac
+    mac = _Mac(layer, p, ins[0].format, arrays, ins[0].lo, ins[0].hi)
+    conv = _Convert(mac.accum.frac, fmt, *mac.bounds)
     n_out = mac.n_out
 
     def fn(xs):
         x = xs[0]
         lead = x.shape[:-1]
-        acc = mac(x.reshape(-1, x.shape[-1]))
-        return fmt.requantize(acc, fa).reshape(lead + (n_out,))
+        return conv(mac(x.reshape(-1, x.shape[-1]))).reshape(lead + (n_out,))
 
-    return fn, mac.work
+    return fn, mac.work, conv.bounds
 
 
 def _windows(x: np.ndarray, p: dict, kh: int, kw: int, pad_value: int) -> np.ndarray:
@@ -266,8 +369,11 @@ def _windows(x: np.ndarray, p: dict, kh: int, kw: int, pad_value: int) -> np.nda
 
 
 def _conv(layer, p, ins, fmt, arrays):
-    mac = _Mac(layer, p, ins[0].format, arrays)
-    fa = mac.accum.frac
+    padded = any(int(p[k]) for k in ("pad_top", "pad_bottom", "pad_left", "pad_right"))
+    x_lo, x_hi = (min(ins[0].lo, 0), max(ins[0].hi, 0)) if padded else (ins[0].lo, ins[0].hi)
+    mac = _Mac(layer, p, ins[0].format, arrays, x_lo, x_hi)
+    conv = _Convert(mac.accum.frac, fmt, *mac.bounds)
+    as_float = mac.linear and mac.use_float
     ih, iw, ch = int(p["in_height"]), int(p["in_width"]), int(p["n_chan"])
     kh, kw, nf = int(p["filt_height"]), int(p["filt_width"]), int(p["n_filt"])
     oh, ow = int(p["out_height"]), int(p["out_width"])
@@ -276,12 +382,13 @@ def _conv(layer, p, ins, fmt, arrays):
     def fn(xs):
         x = xs[0]
         n = len(x)
+        if as_float:  # convert before the window copy: the windows repeat every input value kh*kw times
+            x = x.astype(np.float64)
         win = _windows(x.reshape(n, ih, iw, ch), p, kh, kw, 0)
         cols = win.reshape(n * oh * ow, kh * kw * ch)
-        acc = mac(cols)
-        return fmt.requantize(acc, fa).reshape((n,) + out_shape)
+        return conv(mac(cols)).reshape((n,) + out_shape)
 
-    return fn, oh * ow * (kh * kw * ch + nf + mac.work)
+    return fn, oh * ow * (kh * kw * ch + nf + mac.work), conv.bounds
 
 
 def _pool(layer, p, ins, fmt, arrays):
@@ -296,15 +403,22 @@ def _pool(layer, p, ins, fmt, arrays):
     # but 2**(width-1) raw (half the range, positive) of an unsigned one.
     pad = x_fmt.raw_min if x_fmt.signed else 1 << (x_fmt.width - 1)
     if mode == "max":
+        padded = any(int(p[k]) for k in ("pad_top", "pad_bottom", "pad_left", "pad_right"))
+        lo, hi = (min(ins[0].lo, pad), max(ins[0].hi, pad)) if padded else (ins[0].lo, ins[0].hi)
+        to_accum = _Convert(x_fmt.frac, accum, lo, hi)
+        to_result = _Convert(accum.frac, fmt, *to_accum.bounds)
+        tiles = not padded and (int(p["stride_height"]), int(p["stride_width"])) == (ph, pw)
 
         def fn(xs):
             x = xs[0]
             n = len(x)
-            win = _windows(x.reshape(n, ih, iw, nf), p, ph, pw, pad)
-            m = win.max(axis=(3, 4))
-            return fmt.requantize(accum.requantize(m, x_fmt.frac), accum.frac).reshape((n,) + out_shape)
+            if tiles:  # non-overlapping, unpadded windows: a reshape instead of a window view
+                m = x.reshape(n, ih, iw, nf)[:, : oh * ph, : ow * pw].reshape(n, oh, ph, ow, pw, nf).max(axis=(2, 4))
+            else:
+                m = _windows(x.reshape(n, ih, iw, nf), p, ph, pw, pad).max(axis=(3, 4))
+            return to_result(to_accum(m)).reshape((n,) + out_shape)
 
-        return fn, oh * ow * nf * ph * pw
+        return fn, oh * ow * nf * ph * pw, to_result.bounds
     if mode != "average":
         raise EmulationError(f"engine layer {layer['name']!r}: pooling mode {mode!r} is not supported")
     if p.get("count_pad"):
@@ -379,6 +493,7 @@ def _softmax(layer, p, ins, fmt, arrays):
 _BUILDERS = {
     "input": _input,
     "reshape": _reshape,
+    "zeropad": _zeropad,
     "activation": _activation,
     "batchnorm": _batchnorm,
     "dense": _dense,
