@@ -138,7 +138,7 @@ def test_float64_holds_what_float32_cannot():
     import tensorflow as tf
     from qkeras import QActivation, QDense
 
-    from lepton_hls.zoo import float64
+    from lepton_hls import float64
 
     float64.install()
 
@@ -162,7 +162,7 @@ def test_float64_handles_power_of_two_quantizers():
     import tensorflow as tf
     from qkeras import QActivation, QDense
 
-    from lepton_hls.zoo import float64
+    from lepton_hls import float64
 
     float64.install()
     inp = tf.keras.Input((3,), dtype="float64")

@@ -1,0 +1,251 @@
+"""`lepton-hls build`: model -> verified overlay package (hls4ml project, C simulation, fast engine, manifest)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lepton_host.errors import LeptonError
+from lepton_host.manifest import (
+    Fidelity,
+    HlsInfo,
+    Manifest,
+    ModelInfo,
+    Preprocessing,
+    TensorSpec,
+)
+
+from . import __version__
+from .build_config import BuildConfig
+from .convert import ConversionReport, convert, fmt_of
+from .keras_io import ModelFiles, check_supported, load_keras, resolve_files
+from .progress import Progress
+
+HLS_DIR, MODEL_DIR = "hls", "model"
+CONVERSION_RECORD = "hls/lepton_conversion.json"
+
+
+class BuildError(LeptonError):
+    """The package could not be built."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to build, with what the manifest says about it beyond its files."""
+
+    files: ModelFiles
+    task: str = "classifier"
+    classes: tuple[str, ...] = ()
+    preprocessing: Preprocessing = Preprocessing()
+    threshold: float | None = None
+    zoo_name: str | None = None
+
+
+def resolve_model(model: str, weights: str | None = None) -> ModelSpec:
+    """MODEL is a zoo name, an architecture .json (+ weights), or a full-model .h5."""
+    from . import zoo
+
+    if model in zoo.names():
+        if weights:
+            raise BuildError(f"{model} is a zoo model with its own weights; --weights applies to a .json MODEL")
+        entry = zoo.get(model)
+        files = ModelFiles(
+            name=entry.name,
+            source=f"zoo:{entry.name}",
+            architecture_json=entry.json_path.read_text(),
+            weights_path=entry.weights_path,
+        )
+        return ModelSpec(
+            files=files,
+            task=entry.task,
+            classes=tuple(entry.classes),
+            preprocessing=entry.preprocessing,
+            threshold=entry.threshold,
+            zoo_name=entry.name,
+        )
+    if not Path(model).suffix:
+        raise BuildError(f"{model!r} is neither a zoo model ({', '.join(zoo.names())}) nor a model file")
+    files = resolve_files(model, weights)
+    return ModelSpec(files=files)
+
+
+def calibration_inputs(spec: ModelSpec, input_shape, n: int, seed: int = 0) -> np.ndarray:
+    """Model-domain inputs that look like real use: the zoo's real data where it ships, else standard normal
+    (the inputs of the example models are standardized features)."""
+    from . import zoo
+
+    if spec.zoo_name:
+        data = zoo.get(spec.zoo_name).eval_data(n)
+        if data is not None:
+            return spec.preprocessing.apply(data[0])
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *input_shape))
+
+
+def build_package(
+    model: str,
+    out: str | Path,
+    cfg: BuildConfig,
+    weights: str | None = None,
+    verify_samples: int = 2000,
+    force: bool = False,
+    progress: Progress | None = None,
+):
+    """Build the package into `out`; returns (Manifest, verification report dict)."""
+    progress = progress or Progress()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not force and not (out / "manifest.json").is_file():
+            raise BuildError(f"{out} exists and is not a lepton-hls package; choose an empty --out directory")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    with progress.step("load model"):
+        spec = resolve_model(model, weights)
+        check_supported(spec.files)
+        keras_model = load_keras(spec.files)
+        input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
+
+    with progress.step("convert with hls4ml"):
+        calib = calibration_inputs(spec, input_shape, cfg.profile_samples)
+        hls_model, conv = convert(keras_model, cfg, str(out / HLS_DIR), calibration=calib, progress=progress.note)
+        shutil.rmtree(str(out / HLS_DIR) + "_profile", ignore_errors=True)
+
+    with progress.step("write HLS project and compile C simulation"):
+        hls_model.write()
+        patches = patch_firmware(out / HLS_DIR)
+        hls_model._compile()
+
+    with progress.step("export emulators"):
+        from .engine_export import export_emulation
+
+        export_emulation(hls_model, out)
+        model_dir = out / MODEL_DIR
+        model_dir.mkdir(exist_ok=True)
+        (model_dir / "model.json").write_text(spec.files.architecture_json)
+        shutil.copyfile(spec.files.weights_path, model_dir / "weights.h5")
+        record = {"conversion": _report_dict(conv), "firmware_patches": patches, "config": cfg.to_dict()}
+        (out / CONVERSION_RECORD).write_text(json.dumps(record, indent=2))
+
+    manifest = _manifest(spec, hls_model, cfg, conv)
+    manifest.add_artifacts(out, _artifact_paths(out))
+    manifest.save(out)
+
+    from .verify import verify_package
+
+    with progress.step(f"verify C simulation against the model ({verify_samples} samples per set)"):
+        result = verify_package(out, samples=verify_samples, progress=progress)
+    return manifest, result
+
+
+def patch_firmware(hls_dir: Path) -> list[str]:
+    """Fixes applied to hls4ml's generated C++ so the hardware computes what the model computes.
+
+    hls4ml 1.3.0 multiplies by a power-of-two weight in `ap_fixed<2*(E+W), E+W>` (E: exponent bits, W: input
+    width), which drops fraction bits whenever the exponent is below -(E+W)/2... The product type below is wide
+    enough for every shift the exponent allows, so the shift is exact."""
+    applied = []
+    mult = hls_dir / "firmware" / "nnet_utils" / "nnet_mult.h"
+    if mult.is_file():
+        text = mult.read_text()
+        old = re.compile(
+            r"using r_T = ap_fixed<2 \* \(decltype\(w_T::weight\)::width \+ x_T::width\), "
+            r"\(decltype\(w_T::weight\)::width \+ x_T::width\)>;"
+        )
+        new = (
+            "using r_T = ap_fixed<x_T::width + (1 << decltype(w_T::weight)::width) + 1, "
+            "x_T::iwidth + (1 << (decltype(w_T::weight)::width - 1)) + 1>;"
+        )
+        text, n = old.subn(new, text)
+        if n:
+            mult.write_text(text)
+            applied.append("nnet_mult.h: exact product type for power-of-two weights")
+    return applied
+
+
+def _manifest(spec: ModelSpec, hls_model, cfg: BuildConfig, conv: ConversionReport) -> Manifest:
+    import hls4ml
+
+    ins = [
+        TensorSpec(name=v.name, shape=tuple(int(s) for s in v.shape), format=fmt_of(v.type.precision))
+        for v in hls_model.get_input_variables()
+    ]
+    outs = [
+        TensorSpec(name=v.name, shape=tuple(int(s) for s in v.shape), format=fmt_of(v.type.precision))
+        for v in hls_model.get_output_variables()
+    ]
+    for t in ins + outs:
+        if t.format is None:
+            raise BuildError(f"port {t.name} has no fixed-point type the runtime can pack")
+    if conv.float_model:
+        fidelity = Fidelity(
+            identical_rows_min=0.0,
+            argmax_agreement_min=0.99,
+            note="float model: fixed-point types chosen by profiling; residual error reported by verify",
+        )
+    else:
+        fidelity = Fidelity(identical_rows_min=1.0, argmax_agreement_min=0.995)
+    return Manifest(
+        model=ModelInfo(
+            name=spec.files.name,
+            source=spec.files.source,
+            sha256=spec.files.sha256,
+            task=spec.task,
+            classes=spec.classes,
+            threshold=spec.threshold,
+            framework="keras" if conv.float_model else "qkeras",
+        ),
+        inputs=ins,
+        outputs=outs,
+        hls=HlsInfo(
+            backend=cfg.backend,
+            board=cfg.board,
+            part=cfg.part,
+            clock_ns=cfg.clock_ns,
+            io_type=cfg.io_type,
+            strategy=cfg.strategy,
+            reuse_factor=cfg.reuse_factor,
+            project_name=cfg.project_name,
+            hls4ml_version=hls4ml.__version__,
+        ),
+        preprocessing=spec.preprocessing,
+        fidelity=fidelity,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        tool_version=__version__,
+    )
+
+
+def _artifact_paths(root: Path) -> list[Path]:
+    paths = []
+    for sub in (MODEL_DIR, "emulation", "engine", HLS_DIR):
+        for p in sorted((root / sub).rglob("*")):
+            if p.is_file() and not _is_build_output(p):
+                paths.append(p.relative_to(root))
+    return paths
+
+
+def _is_build_output(p: Path) -> bool:
+    # The hls4ml project's own compiled libraries are rebuilt on every compile; the package's copy is emulation/.
+    return p.suffix in (".so", ".o") and p.parent.name == "firmware"
+
+
+def _report_dict(conv: ConversionReport) -> dict:
+    return {
+        "float_model": conv.float_model,
+        "exact_types": conv.exact_types,
+        "profiled_types": conv.profiled_types,
+        "softmax": conv.softmax,
+        "iterations": conv.iterations,
+        "notes": conv.notes,
+    }
+
+
+def elapsed(t0: float) -> str:
+    return f"{time.perf_counter() - t0:.1f}s"

@@ -1,0 +1,61 @@
+"""lepton-hls verify DIR"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="compare a package's C simulation with its model",
+        description="Run the model (float64) and the package's C simulation on the same inputs: on the input grid, "
+        "off it, and on real data where the zoo has it. Exit status 1 when the package misses its declared fidelity.",
+    )
+    p.add_argument("package", metavar="DIR")
+    p.add_argument("--samples", type=int, default=2000, help="samples per input set (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..progress import Progress
+    from ..verify import verify_package
+
+    from ..progress import stdout_to_stderr
+
+    with stdout_to_stderr():
+        report = verify_package(args.package, samples=args.samples, seed=args.seed, progress=Progress(not args.json))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_summary(report)
+    return 0 if report["passed"] else 1
+
+
+def print_summary(report: dict) -> None:
+    print(f"{'input set':10s} {'samples':>8s} {'identical rows':>15s} {'argmax':>8s} {'max|diff|':>10s} {'engine==csim':>13s}")
+    for s in report["sets"]:
+        am = "-" if s["argmax_agreement"] is None else f"{s['argmax_agreement']:.4f}"
+        print(
+            f"{s['name']:10s} {s['samples']:8d} {s['identical_rows']:15.4f} {am:>8s} {s['max_abs_diff']:10.3g} "
+            f"{str(s['emulator_identical']):>13s}"
+        )
+    print("(identical rows and max|diff| before the final softmax; argmax after it)")
+    first = report.get("first_difference")
+    if first:
+        print(
+            f"first differing layer ({first['set']}): {first['name']} [{first['layer_class']}, {first['format']}] "
+            f"identical rows {first['identical_rows']:.4f}, max|diff| {first['max_abs_diff']:.3g}: {first['cause']}"
+        )
+    for note in report.get("notes", []):
+        print(f"note: {note}")
+    fid = report["fidelity"]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    print(
+        f"{verdict}: declared fidelity identical rows >= {fid['identical_rows_min']}, "
+        f"argmax agreement >= {fid['argmax_agreement_min']}"
+    )
+    sys.stdout.flush()

@@ -1,0 +1,278 @@
+"""`lepton-hls verify`: does the package's C simulation compute what the model computes?
+
+The reference is the model itself run in float64 (float32 cannot hold a quantized layer's accumulation exactly).
+Three input sets: on the input grid (where bit-exactness is promised), off it (input quantization shows), and
+the model's real-domain data where the zoo ships some. Before the final softmax, rows must be identical; after it
+the lookup-table softmax may differ slightly, so argmax agreement is what counts. When anything differs, the
+C simulation is traced layer by layer and the first layer that differs is named with its likely cause.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lepton_host.fixedpoint import FixedFormat
+from lepton_host.manifest import load_manifest
+
+from .build_config import BuildConfig
+from .keras_io import ModelFiles, layer_outputs, load_keras
+from .progress import Progress
+
+REPORT_PATH = "reports/verify.json"
+
+
+@dataclass
+class LayerComparison:
+    name: str
+    layer_class: str
+    format: str
+    identical_rows: float
+    max_abs_diff: float
+    cause: str = ""
+
+
+@dataclass
+class SetResult:
+    name: str
+    samples: int
+    identical_rows: float  # before the final softmax
+    max_abs_diff: float  # before the final softmax
+    argmax_agreement: float | None  # after it (classifiers)
+    max_abs_diff_output: float  # the package's final output
+    emulator_identical: bool | None = None  # fast engine == C simulation, bit for bit
+
+
+@dataclass
+class VerifyReport:
+    package: str
+    samples: int
+    identical_rows: float
+    argmax_agreement: float | None
+    max_abs_diff: float
+    passed: bool
+    fidelity: dict
+    sets: list = field(default_factory=list)
+    layers: list = field(default_factory=list)
+    first_difference: dict | None = None
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Progress | None = None) -> dict:
+    progress = progress or Progress(enabled=False)
+    root = Path(package_dir)
+    manifest = load_manifest(root)
+    record = json.loads((root / "hls" / "lepton_conversion.json").read_text())
+    files = ModelFiles(
+        name=manifest.model.name,
+        source=manifest.model.source,
+        architecture_json=(root / "model" / "model.json").read_text(),
+        weights_path=root / "model" / "weights.h5",
+    )
+    model32 = load_keras(files)
+    model64 = load_keras(files, "float64")
+    logits64 = _logits_twin(files)
+    in_fmt = manifest.input.format
+    shape = manifest.input.shape
+
+    rng = np.random.default_rng(seed)
+    normal = rng.standard_normal((samples, *shape))
+    sets = {"on_grid": in_fmt.cast(np.clip(normal, in_fmt.min_value, in_fmt.max_value)), "off_grid": normal}
+    real = _real_data(manifest, samples)
+    if real is not None:
+        sets["real"] = real
+
+    traced = _traced_model(model32, record, root, progress)
+    final_layer = list(traced.get_layers())[-1]
+    softmax_final = final_layer is not None and final_layer.class_name == "Softmax"
+    from lepton_host.emulator import CsimEmulator, FastEmulator
+
+    csim, fast = CsimEmulator(root), FastEmulator(root)
+    results, layers, first = [], [], None
+    for name, x in sets.items():
+        y_csim, trace = traced.trace(np.ascontiguousarray(x, dtype=np.float32))
+        y_lib = csim.predict(x)
+        y_ref = np.asarray(model64.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
+        pre_ref = np.asarray(logits64.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
+        pre = trace[final_layer.inputs[0]].reshape(len(x), -1) if softmax_final else y_lib.reshape(len(x), -1)
+        out = y_lib.reshape(len(x), -1)
+        argmax = float(np.mean(out.argmax(1) == y_ref.argmax(1))) if manifest.model.task == "classifier" else None
+        res = SetResult(
+            name=name,
+            samples=len(x),
+            identical_rows=float(np.mean(np.all(pre == pre_ref, axis=1))),
+            max_abs_diff=float(np.max(np.abs(pre - pre_ref))),
+            argmax_agreement=argmax,
+            max_abs_diff_output=float(np.max(np.abs(out - y_ref))),
+            emulator_identical=bool(np.array_equal(fast.predict(x), csim.predict(x))),
+        )
+        results.append(res)
+        if name == "on_grid" or (first is None and res.identical_rows < 1.0 and name != "off_grid"):
+            layer_rows = _compare_layers(traced, trace, layer_outputs(model64, x), pre_ref, softmax_final, name)
+            if name == "on_grid":
+                layers = layer_rows
+            diff = next((l for l in layer_rows if l.identical_rows < 1.0 and l.layer_class != "Softmax"), None)
+            diff = diff or next((l for l in layer_rows if l.identical_rows < 1.0), None)
+            if diff is not None and first is None:
+                first = {"set": name, **asdict(diff)}
+        progress.note(
+            f"{name}: identical rows {res.identical_rows:.4f}, argmax {res.argmax_agreement}, "
+            f"max|diff| {res.max_abs_diff:.3g}, fast engine == csim: {res.emulator_identical}"
+        )
+
+    grid = results[0]
+    fid = manifest.fidelity
+    passed = grid.identical_rows >= fid.identical_rows_min and all(r.emulator_identical for r in results)
+    if grid.argmax_agreement is not None:
+        passed = passed and grid.argmax_agreement >= fid.argmax_agreement_min
+    notes = []
+    if record.get("firmware_patches"):
+        notes += [f"firmware patched: {p}" for p in record["firmware_patches"]]
+    if fid.note:
+        notes.append(fid.note)
+    report = VerifyReport(
+        package=str(root),
+        samples=samples,
+        identical_rows=grid.identical_rows,
+        argmax_agreement=grid.argmax_agreement,
+        max_abs_diff=grid.max_abs_diff,
+        passed=bool(passed),
+        fidelity=asdict(fid),
+        sets=[asdict(r) for r in results],
+        layers=[asdict(l) for l in layers],
+        first_difference=first,
+        notes=notes,
+    ).to_dict()
+    _record(root, manifest, report)
+    return report
+
+
+def _record(root: Path, manifest, report: dict) -> None:
+    path = root / REPORT_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    manifest.reports["verification"] = {
+        k: report[k] for k in ("samples", "identical_rows", "argmax_agreement", "max_abs_diff", "passed")
+    }
+    manifest.add_artifacts(root, [REPORT_PATH])
+    manifest.save(root)
+
+
+def _real_data(manifest, n: int):
+    if not manifest.model.source.startswith("zoo:"):
+        return None
+    from . import zoo
+
+    data = zoo.get(manifest.model.source[4:]).eval_data(n)
+    return None if data is None else manifest.preprocessing.apply(data[0])
+
+
+def _logits_twin(files: ModelFiles):
+    """The float64 model with its final softmax made linear: the reference for the pre-softmax values."""
+    arch = json.loads(files.architecture_json)
+    layers = arch["config"]["layers"]
+    last = layers[-1]["config"]
+    if last.get("activation") == "softmax" or (
+        isinstance(last.get("activation"), dict) and last["activation"].get("class_name") == "softmax"
+    ):
+        last["activation"] = "linear"
+    twin = ModelFiles(files.name, files.source, json.dumps(arch), files.weights_path)
+    return load_keras(twin, "float64")
+
+
+def _traced_model(model32, record: dict, root: Path, progress: Progress):
+    """The package's hls4ml model rebuilt with every layer traced (same conversion, same firmware patches)."""
+    from .build import calibration_inputs, patch_firmware
+    from .convert import convert
+
+    cfg = BuildConfig(**record["config"])
+    tmp = Path(tempfile.mkdtemp(prefix="lepton-verify-"))
+    calib = None
+    if record["conversion"]["float_model"]:
+        from .build import ModelSpec
+
+        calib = calibration_inputs(ModelSpec(files=None), tuple(model32.input_shape[1:]), cfg.profile_samples)
+    hls_model, _ = convert(model32, cfg, str(tmp / "hls"), calibration=calib)
+    for layer in hls_model.get_layers():
+        layer.set_attr("trace", True)
+    hls_model.config.trace_output = True
+    hls_model.write()
+    patch_firmware(tmp / "hls")
+    hls_model._compile()
+    # hls4ml's trace() rewrites and recompiles the project on every call, which would also drop the firmware
+    # patches; the library built above already traces.
+    hls_model.compile = lambda: None
+    return hls_model
+
+
+def _compare_layers(hls_model, trace: dict, keras_out: dict, logits_ref, softmax_final: bool, set_name: str):
+    from .convert import fmt_of
+
+    rows = []
+    layers = list(hls_model.get_layers())
+    final = layers[-1]
+    for layer in layers:
+        if layer.name not in trace:
+            continue
+        got = trace[layer.name].reshape(len(trace[layer.name]), -1).astype(np.float64)
+        ref = _keras_twin(layer, keras_out)
+        if softmax_final and final.inputs and layer.name == final.inputs[0]:
+            ref = logits_ref
+        if ref is None:
+            continue
+        ref = np.asarray(ref, dtype=np.float64).reshape(len(got), -1)
+        if ref.shape != got.shape:
+            continue
+        same = np.all(got == ref, axis=1)
+        fmt = fmt_of(layer.get_output_variable().type.precision)
+        row = LayerComparison(
+            name=layer.name,
+            layer_class=layer.class_name,
+            format=str(fmt) if fmt else str(layer.get_output_variable().type.precision),
+            identical_rows=float(same.mean()),
+            max_abs_diff=float(np.max(np.abs(got - ref))),
+        )
+        if row.identical_rows < 1.0:
+            row.cause = likely_cause(layer.class_name, fmt, got, ref, first=not rows, set_name=set_name)
+        rows.append(row)
+    return rows
+
+
+def _keras_twin(layer, keras_out: dict):
+    """The Keras output that corresponds to an hls4ml layer, or None when hls4ml split it out of a fused layer."""
+    name = layer.name
+    for act in ("relu", "linear", "softmax", "sigmoid", "tanh"):
+        if name.endswith("_" + act) and name[: -len(act) - 1] in keras_out:
+            return keras_out[name[: -len(act) - 1]]
+    if name in keras_out and layer.class_name not in ("Dense", "Conv1D", "Conv2D"):
+        return keras_out[name]
+    if name in keras_out and layer.get_attr("activation", "linear") == "linear":
+        # hls4ml keeps the fused activation as a separate layer named <name>_<act>; only a linear one is this output
+        return keras_out[name]
+    return None
+
+
+def likely_cause(layer_class: str, fmt: FixedFormat | None, got, ref, first: bool, set_name: str) -> str:
+    """A hardware engineer's first guess at why a layer's values differ from the model's."""
+    if layer_class == "Softmax":
+        return "softmax lookup tables (exp and 1/x tables): bounded table error, argmax is what is promised"
+    if first and set_name == "off_grid":
+        return "input quantization: off-grid inputs are rounded to the input type before the first layer"
+    bad = got != ref
+    if fmt is not None:
+        outside = (ref < fmt.min_value) | (ref > fmt.max_value)
+        if np.any(outside & bad):
+            mode = "saturation" if fmt.saturation != "WRAP" else "overflow (wrap-around)"
+            return f"{mode}: the model's values exceed the range of {fmt} [{fmt.min_value:g}, {fmt.max_value:g}]"
+        if np.max(np.abs(got - ref)) <= fmt.step:
+            return f"truncation/rounding to {fmt} (differences of at most one LSB, {fmt.step:g})"
+    if not first:
+        return "propagated from an earlier layer, or an accumulator narrower than the exact sum"
+    return "arithmetic differs by more than one LSB: accumulator narrower than the exact sum"
