@@ -92,7 +92,8 @@ def keras_reference(package: Path, x: np.ndarray) -> np.ndarray:
 class NumpyBoardBackend:
     """A real Backend: the package's model computed in numpy on inputs cast to the accelerator's input format
     (out-of-range values saturate, as the IP's would), outputs on the output grid. Faults as a board shows
-    them: `hang` (never answers until cleared, bounded by `hang_limit_s`), `missing` (device gone),
+    them: `hang` (no answer until cleared; raises after the call's timeout, as the board runtime does),
+    `missing` (device gone),
     `slow` (answers after `delay_s`)."""
 
     def __init__(self, package: Path, hang_limit_s: float = 5.0):
@@ -120,9 +121,10 @@ class NumpyBoardBackend:
             fault = self.fault
             if fault == "missing":
                 raise LeptonError("accelerator not found: the board does not answer on its DMA (device missing)")
-            if fault == "hang":
-                self._unhang.wait(self.hang_limit_s)
-                raise LeptonError("DMA transfer did not complete (accelerator hung)")
+            if fault == "hang":  # like the board runtime: give up after the caller's timeout
+                limit = self.hang_limit_s if timeout is None else min(timeout, self.hang_limit_s)
+                self._unhang.wait(limit)
+                raise LeptonError(f"DMA transfer did not complete within {limit:.3g} s (accelerator hung)")
             if fault == "slow":
                 time.sleep(self.delay_s)
             self.calls += 1

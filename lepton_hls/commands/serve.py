@@ -19,7 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--board", default="auto", choices=("auto", "board", "emulated-board", "emulator"),
-                   help="edge backend (default: the board runtime's choice, else the emulator)")
+                   help="edge backend (default: a real board when pynq finds one, else the emulator)")
+    p.add_argument("--engine", default="fast", choices=("fast", "csim"),
+                   help="bit-exact model behind the emulated board or the emulator")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch-size", type=int, default=64)
     g.add_argument("--max-queue-delay-ms", type=float, default=0.5)
@@ -82,7 +84,7 @@ def build_gateway(args):
         server=ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
                              token=args.token or os.environ.get(TOKEN_ENV) or None),
     )
-    backend = open_edge_backend(args.package, args.board, manifest)
+    backend = open_edge_backend(args.package, args.board, args.engine)
     app, service = create_gateway(manifest, backend, config)
     return app, service, backend
 

@@ -29,6 +29,11 @@ class BatcherConfig:
     max_queue_delay_s: float = 0.0005
     max_queue_size: int = 256  # requests waiting, not counting the batch in flight
     compute_timeout_s: float = 1.0
+    # A backend whose calls take less than this runs on the event loop itself: handing a 50 us call to a
+    # worker thread and back costs more than the call. After any failure it goes back to the worker thread
+    # (where a hang cannot block the server) for `inline_cooldown_s`. 0 disables.
+    inline_max_s: float = 0.002
+    inline_cooldown_s: float = 5.0
 
 
 @dataclass
@@ -63,6 +68,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-backend")
         self._busy_since: float | None = None
         self._compute_ewma_s = 0.0
+        self._inline_blocked_until = 0.0
         self.last_error: str = ""
 
     # ---- lifecycle -----------------------------------------------------------------------------------
@@ -159,32 +165,29 @@ class DynamicBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        cfg = self.config
         while True:
             batch = await self._collect()
             x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch], axis=0)
             start = time.perf_counter()
             queue_s = start - batch[0].enqueued
             self._busy_since = start
-            call = loop.run_in_executor(self._executor, self._predict, x, self.config.compute_timeout_s)
-            try:
-                y = await asyncio.wait_for(asyncio.shield(call), self.config.compute_timeout_s)
-                err = None
-            except asyncio.TimeoutError:
-                err = EdgeUnavailable(
-                    f"{self.name} backend did not answer a batch of {x.shape[0]} within "
-                    f"{self.config.compute_timeout_s:.3g} s (board hung?)"
-                )
-            except LeptonError as e:
-                err = EdgeUnavailable(f"{self.name} backend failed: {e}")
-            except Exception as e:  # a backend bug must not kill the worker
-                err = EdgeUnavailable(f"{self.name} backend raised {type(e).__name__}: {e}")
+            call = None
+            if 0 < self._compute_ewma_s < cfg.inline_max_s and start >= self._inline_blocked_until:
+                y, err = self._call_inline(x)
+            else:
+                call = loop.run_in_executor(self._executor, self._predict, x, cfg.compute_timeout_s)
+                y, err = await self._await_call(call, x.shape[0])
             compute_s = time.perf_counter() - start
+            if err is None and y.shape[0] != x.shape[0]:
+                err = EdgeUnavailable(f"{self.name} backend returned {y.shape[0]} rows for {x.shape[0]}")
             if err is not None:
+                self._inline_blocked_until = time.perf_counter() + cfg.inline_cooldown_s
                 self.last_error = str(err)
                 for b in batch:
                     if not b.future.done():
                         b.future.set_exception(err)
-                if not call.done():
+                if call is not None and not call.done():
                     # Hung: fail what is queued (it would only wait), then wait for the thread to come back.
                     while self._queue:
                         item = self._pop()
@@ -198,20 +201,35 @@ class DynamicBatcher:
                 continue
             self._busy_since = None
             self.last_error = ""
-            self._compute_ewma_s = compute_s if self._compute_ewma_s == 0 else 0.8 * self._compute_ewma_s + 0.2 * compute_s
+            ewma = self._compute_ewma_s
+            self._compute_ewma_s = compute_s if ewma == 0 else 0.8 * ewma + 0.2 * compute_s
             if self._on_batch:
                 self._on_batch(x.shape[0], queue_s, compute_s)
-            if y.shape[0] != x.shape[0]:
-                err = EdgeUnavailable(f"{self.name} backend returned {y.shape[0]} rows for {x.shape[0]}")
-                for b in batch:
-                    if not b.future.done():
-                        b.future.set_exception(err)
-                continue
             offset = 0
             for b in batch:
                 if not b.future.done():
-                    b.future.set_result(
-                        BatchResult(y[offset : offset + b.n], start - b.enqueued, compute_s, x.shape[0])
-                    )
+                    b.future.set_result(BatchResult(y[offset : offset + b.n], start - b.enqueued, compute_s, x.shape[0]))
                 offset += b.n
 
+    def _call_inline(self, x: np.ndarray):
+        start = time.perf_counter()
+        try:
+            y, err = self._predict(x, self.config.compute_timeout_s), None
+        except Exception as e:
+            y, err = None, EdgeUnavailable(f"{self.name} backend failed: {e}")
+        if time.perf_counter() - start > 10 * self.config.inline_max_s:  # it got slow: back to the thread
+            self._inline_blocked_until = time.perf_counter() + self.config.inline_cooldown_s
+        return y, err
+
+    async def _await_call(self, call: asyncio.Future, n: int):
+        try:
+            return await asyncio.wait_for(asyncio.shield(call), self.config.compute_timeout_s), None
+        except asyncio.TimeoutError:
+            return None, EdgeUnavailable(
+                f"{self.name} backend did not answer a batch of {n} within {self.config.compute_timeout_s:.3g} s "
+                "(board hung?)"
+            )
+        except LeptonError as e:
+            return None, EdgeUnavailable(f"{self.name} backend failed: {e}")
+        except Exception as e:  # a backend bug must not kill the worker
+            return None, EdgeUnavailable(f"{self.name} backend raised {type(e).__name__}: {e}")

@@ -6,6 +6,7 @@ unchanged. Imports TensorFlow; never imports the board runtime.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from lepton_host.manifest import Manifest, load_manifest
 
 from .app import ServerOptions, TensorInfo, create_app
 from .batcher import BatcherConfig, DynamicBatcher
+from .errors import DeadlineExceeded
 from .metrics import ServingMetrics
 from .oip import InferRequest
 
@@ -127,7 +129,10 @@ class CloudModelService:
         await self.batcher.stop()
 
     async def infer(self, x: np.ndarray, request: InferRequest, timeout_s: float) -> tuple[np.ndarray, dict]:
-        res = await self.batcher.submit(x)
+        try:
+            res = await asyncio.wait_for(self.batcher.submit(x), timeout_s)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"no answer within the request timeout of {timeout_s:.3g} s") from None
         self.metrics.queue_latency.labels(self.name).observe(res.queue_s)
         self.metrics.inferences.labels(self.name, "cloud", "model").inc()
         return res.y, {"served_by": "cloud", "device": getattr(self.model, "device", "")}

@@ -119,17 +119,13 @@ class EdgeService:
         edge_err: ServingError | None = None
         cloud_err: ServingError | None = None
 
-        edge_task = None
-        if edge_idx.size:
-            xe = x if edge_idx.size == n else x[edge_idx]
-            edge_task = asyncio.ensure_future(self._edge(xe, deadline))
         cloud_task = None
-        if cloud_idx.size:
+        if cloud_idx.size:  # runs while the edge works on the rest
             cloud_task = asyncio.ensure_future(self._cloud(x[cloud_idx], deadline))
 
-        if edge_task is not None:
+        if edge_idx.size:
             try:
-                ye = await edge_task
+                ye = await self._edge(x if edge_idx.size == n else x[edge_idx], deadline)
                 y[edge_idx] = ye
                 served[edge_idx] = "edge"
                 esc, why = self.router.escalate(x_pre[edge_idx], ye)
@@ -190,11 +186,15 @@ class EdgeService:
         n_edge = int((served == "edge").sum())
         n_cloud = served.size - n_edge
         path = "edge" if n_cloud == 0 else "cloud" if n_edge == 0 else "edge+cloud"
-        uniq = np.unique(reasons.astype(str))
-        # The label names why samples left the edge (else why they stayed); the response lists every reason.
-        offloaded = reasons[served == "cloud"] if n_cloud else reasons
-        labels, counts = np.unique(offloaded.astype(str), return_counts=True)
-        main = str(labels[np.argmax(counts)])
+        first = reasons[0]
+        if all(r == first for r in reasons):  # the common case, without np.unique's cost
+            uniq, main = [first], first
+        else:
+            uniq = np.unique(reasons.astype(str))
+            # The label names why samples left the edge (else why they stayed); the response lists every reason.
+            offloaded = reasons[served == "cloud"] if n_cloud else reasons
+            labels, counts = np.unique(offloaded.astype(str), return_counts=True)
+            main = str(labels[np.argmax(counts)])
         self.metrics.inferences.labels(self.name, path, main).inc()
         if n_edge:
             self.metrics.rows.labels(self.name, "edge").inc(n_edge)
@@ -218,6 +218,9 @@ class EdgeService:
             res = await asyncio.wait_for(fut, max(remaining, 1e-4))
         except asyncio.TimeoutError:
             raise EdgeUnavailable("edge did not answer within the request timeout") from None
+        except asyncio.CancelledError:
+            fut.cancel()  # the caller went away: the batcher skips it
+            raise
         self.metrics.queue_latency.labels(self.name).observe(res.queue_s)
         return res.y
 

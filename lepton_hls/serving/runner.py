@@ -27,7 +27,9 @@ class ServerThread:
     """A uvicorn server on a daemon thread, bound before start so port 0 picks a free port."""
 
     def __init__(self, app, host: str = LOOPBACK, port: int = 0, log_level: str = "warning"):
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto must say TCP: asyncio sets TCP_NODELAY only on sockets that do, and without it every response
+        # (headers and body are two writes) waits ~40 ms for the client's delayed ACK.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._sock.bind((host, port))
