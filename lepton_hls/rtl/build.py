@@ -58,6 +58,8 @@ class RtlReport:
     output_kif: list
     n_inputs: int
     n_outputs: int
+    core_input_bw: int  # bits per value on the flat-port wrapper's input (k + i + f of the widest input)
+    core_delay: int  # clock edges from a value registered on the wrapper's input to its result
     verilator_build_s: float = 0.0
     trace_s: float = 0.0
     verilator_version: str = ""
@@ -145,6 +147,8 @@ def build_rtl(
         uncovered_layers=list(traced.uncovered),
         input_frac_bits=kin[2],
         output_kif=kout,
+        core_input_bw=int(sum(kin)),
+        core_delay=stages + 1,
         n_inputs=int(traced.comb.shape[0]),
         n_outputs=int(traced.comb.shape[1]),
         verilator_build_s=round(build_s, 2),

@@ -47,6 +47,15 @@ def check_inputs(fmt, shape, n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([wide, narrow]).astype(np.int64)
 
 
+def reference_raw(package_dir, emu: RtlEmulator, raw: np.ndarray) -> np.ndarray:
+    """What the RTL must output for `raw`: the C simulation's output, or, when the RTL stops before an
+    uncovered tail (softmax), that layer's output from the package's integer engine (which `verify` holds
+    bit-identical to the C simulation: the C simulation itself exposes only the final output)."""
+    if emu.uncovered:
+        return np.asarray(FastEmulator(package_dir).trace_raw(raw)[emu.output.name], dtype=np.int64)
+    return np.asarray(CsimEmulator(package_dir).predict_raw(raw), dtype=np.int64)
+
+
 def check_against_csim(package_dir, emu: RtlEmulator, n: int = 10000, seed: int = 0) -> RtlCheck:
     root = Path(package_dir)
     raw = check_inputs(emu.input.format, emu.input.shape, n, seed)
@@ -54,14 +63,8 @@ def check_against_csim(package_dir, emu: RtlEmulator, n: int = 10000, seed: int 
     got = emu.predict_raw(raw)
     t_emu = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if emu.uncovered:
-        # The C simulation exposes only the final output; the layer before the uncovered tail comes from the
-        # package's integer engine, which `verify` holds bit-identical to the C simulation.
-        ref = FastEmulator(root).trace_raw(raw)[emu.output.name]
-        reference = f"engine:{emu.output.name}"
-    else:
-        ref = CsimEmulator(root).predict_raw(raw)
-        reference = "csim"
+    ref = reference_raw(root, emu, raw)
+    reference = f"engine:{emu.output.name}" if emu.uncovered else "csim"
     t_ref = time.perf_counter() - t0
     diff = np.abs(got.reshape(n, -1) - np.asarray(ref, dtype=np.int64).reshape(n, -1))
     return RtlCheck(reference, n, float(np.mean(diff.max(axis=1) == 0)), int(diff.max()), round(t_emu, 4), round(t_ref, 3))
