@@ -140,7 +140,7 @@ class LaneQuantizer:
         self._plans = {}
         self._s = np.empty(n)
         self._i = np.empty(n, dtype=np.int64)
-        self._scale = np.full(n, self.scale)
+        self._scale = np.full(min(n, 256), self.scale)
         self._half = np.full(n, 0.5)
 
     def into(self, words: np.ndarray, x: np.ndarray) -> int:
@@ -203,7 +203,9 @@ class LaneQuantizer:
         if lanes.size < n_words * self.per:
             raise ValueError(f"{n} values of {self.fmt} need {n_words} words; the buffer holds {lanes.size // self.per}")
         pad = lanes[n : n_words * self.per] if n_words * self.per > n else None
-        plan = (lanes, self._s[:n], self._scale[:n], lanes[:n], pad, n_words)
+        # A same-shape operand spares a small batch the scalar-broadcast setup; a large one the memory traffic.
+        scale = self._scale[:n] if n <= 256 else self.scale
+        plan = (lanes, self._s[:n], scale, lanes[:n], pad, n_words)
         self._plans[(n, id(lanes))] = plan
         return plan
 
@@ -242,14 +244,15 @@ class LaneDequantizer:
         return ok
 
     def _plan(self, count: int, words: np.ndarray, lanes: np.ndarray) -> tuple:
-        if self._step.size < count:
-            self._step = np.full(count, self.step)
+        if self._step.size < min(count, 256):
+            self._step = np.full(256, self.step)
             self._plans = {}
         if len(self._plans) > 64:
             self._plans.clear()
         n_words = -(-count // self.per)
         used = count - (n_words - 1) * self.per
         shift = used * self.bits if used < self.per else 0
-        plan = (lanes, lanes[:count], self._step[:count], n_words - 1, shift)
+        step = self._step[:count] if count <= 256 else self.step
+        plan = (lanes, lanes[:count], step, n_words - 1, shift)
         self._plans[(count, id(lanes))] = plan
         return plan

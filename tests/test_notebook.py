@@ -1,0 +1,34 @@
+"""The board notebook runs top to bottom on the emulated board, in a real Jupyter kernel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("pynq")
+
+from test_emulated_board import tiny  # noqa: E402,F401  (shared session build)
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "host" / "notebooks" / "lepton_quickstart.ipynb"
+
+
+def test_quickstart_notebook_executes_on_the_emulated_board(tiny, monkeypatch, tmp_path):
+    pkg, _ = tiny
+    monkeypatch.setenv("LEPTON_PACKAGE", str(pkg))
+    monkeypatch.setenv("LEPTON_EMULATED_BOARD", "1")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
+    )
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert "identical to the emulator: True" in outputs
+    assert "DeviceTimeoutError" in outputs
+    assert "serving again: True" in outputs
+    assert "samples/s" in outputs
