@@ -65,7 +65,7 @@ class CoreSignature:
 
 
 _FUNC_RE = re.compile(r"void\s+(\w+)\s*\(([^)]*)\)\s*;", re.S)
-_ARRAY_ARG_RE = re.compile(r"^\s*([\w:<>, ]+?)\s+(\w+)\s*\[\s*(\w+)\s*\]\s*$")
+_ARRAY_ARG_RE = re.compile(r"^\s*([\w:<>, ]+?)\s+(\w+)\s*\[\s*([\w\s*]+?)\s*\]\s*$")
 _DEFINE_RE = re.compile(r"^\s*#define\s+(\w+)\s+(\d+)\s*$", re.M)
 
 
@@ -95,9 +95,11 @@ def read_core_signature(hls_dir: str | Path, project_name: str = "myproject") ->
                 )
             raise IpGenerationError(f"{header}: cannot read argument {arg.strip()!r} of {project_name}()")
         c_type, name, size = m.groups()
-        count = int(size) if size.isdigit() else defines.get(size)
+        count = _array_size(size, defines)
         if count is None:
-            raise IpGenerationError(f"{header}: array size {size} of {name} is not a number or a #define in defines.h")
+            raise IpGenerationError(
+                f"{header}: array size {size} of {name} is not a number, a #define in defines.h or a product of them"
+            )
         ports.append(CorePort(c_type=" ".join(c_type.split()), name=name, count=count))
     # hls4ml lists inputs first, then outputs; the io_parallel top function has no other arguments.
     if len(ports) != 2:
@@ -105,6 +107,18 @@ def read_core_signature(hls_dir: str | Path, project_name: str = "myproject") ->
             f"{project_name}() has {len(ports)} array arguments; the stream wrapper handles one input and one output"
         )
     return CoreSignature(function=project_name, inputs=(ports[0],), outputs=(ports[1],))
+
+
+def _array_size(expr: str, defines: dict[str, int]) -> int | None:
+    """`16`, `N_INPUT_1_1` or `N_INPUT_1_1*N_INPUT_2_1*N_INPUT_3_1` (hls4ml writes all three forms)."""
+    total = 1
+    for factor in expr.split("*"):
+        factor = factor.strip()
+        value = int(factor) if factor.isdigit() else defines.get(factor)
+        if value is None:
+            return None
+        total *= value
+    return total
 
 
 def _split_args(text: str) -> list[str]:
@@ -266,3 +280,59 @@ def build_csim(ip: IpSources, hls_dir: str | Path, exe: str | Path, project_name
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise CsimBuildError(f"g++ failed to build the wrapper's C simulation ({' '.join(cmd[:3])} ...):\n{tail}")
     return exe
+
+
+class CsimMismatchError(LeptonError):
+    """The stream wrapper's C simulation disagrees with the core it wraps (or its TLAST is misplaced)."""
+
+
+def pack_words(raw, lane: int):
+    """Raw integers (sample-major) -> 32-bit stream words, by the wire rules of docs/package-layout.md."""
+    import numpy as np
+
+    per = WORD_BITS // lane
+    flat = np.asarray(raw, dtype=np.int64).reshape(-1) & ((1 << lane) - 1)
+    padded = np.zeros(-(-flat.size // per) * per, dtype=np.uint64)
+    padded[: flat.size] = flat.astype(np.uint64)
+    shifts = (np.arange(per, dtype=np.uint64) * np.uint64(lane))[None, :]
+    return (padded.reshape(-1, per) << shifts).sum(axis=1).astype(np.uint32)
+
+
+@dataclass
+class CsimCheck:
+    """Outcome of running the wrapper's C simulation testbench on random batches."""
+
+    batches: list[int]
+    samples: int
+    identical: bool
+    summary: str
+
+    def to_dict(self) -> dict:
+        return {"batches": self.batches, "samples": self.samples, "identical": self.identical, "summary": self.summary}
+
+
+def check_csim(spec: WrapperSpec, ip: IpSources, hls_dir: str | Path, work_dir: str | Path,
+               batches: tuple[int, ...] = (1, 7, 64), seed: int = 0, project_name: str = "myproject") -> CsimCheck:  # fmt: skip
+    """Build the testbench and stream random batches (raw values over the whole input range) through the
+    wrapper; the testbench checks every output word against the core and the TLAST position."""
+    import numpy as np
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    exe = build_csim(ip, hls_dir, work / "tb_lepton_accel", project_name=project_name)
+    rng = np.random.default_rng(seed)
+    fmt = spec.in_format
+    lines = []
+    for n in batches:
+        raw = rng.integers(fmt.raw_min, fmt.raw_max + 1, size=(n, spec.n_in), dtype=np.int64)
+        words = pack_words(raw, spec.in_lane)
+        lines.append(f"batch {len(words)}")
+        lines.extend(f"{int(w):08x}" for w in words)
+    src, dst = work / "in_words.txt", work / "out_words.txt"
+    src.write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True, timeout=600)
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if proc.returncode != 0:
+        detail = "\n  ".join(proc.stderr.strip().splitlines()[:8])
+        raise CsimMismatchError(f"the stream wrapper's C simulation failed ({summary or 'no summary'}):\n  {detail}")
+    return CsimCheck(batches=list(batches), samples=int(sum(batches)), identical=True, summary=summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,6 +89,7 @@ class OverlayPlan:
     hwh: str | None = None
     bitstream_sha256: str | None = None
     built: bool = False
+    ip_csim: dict | None = None  # the wrapper's C simulation check (CsimCheck.to_dict())
     timing: dict = field(default_factory=dict)
     utilization: dict = field(default_factory=dict)
 
@@ -238,8 +240,9 @@ class OverlayProject:
 
 
 def write_overlay_project(package_dir: str | Path, board: str, max_batch: int = DEFAULT_MAX_BATCH,
-                          clock_mhz: float | None = None, jobs: int = 2) -> OverlayProject:  # fmt: skip
-    """Generate `<package>/ip/` and `<package>/overlay/*.tcl` and record them in the manifest."""
+                          clock_mhz: float | None = None, jobs: int = 2, csim: bool = True) -> OverlayProject:  # fmt: skip
+    """Generate `<package>/ip/` and `<package>/overlay/*.tcl` and record them in the manifest. With `csim`,
+    first check the wrapper in C simulation against the core (g++, a few seconds)."""
     pkg = Path(package_dir)
     manifest = load_manifest(pkg)
     hls_dir = pkg / "hls"
@@ -248,6 +251,9 @@ def write_overlay_project(package_dir: str | Path, board: str, max_batch: int = 
         clock_mhz = round(1000.0 / manifest.hls.clock_ns, 3) if manifest.hls.clock_ns else board_config(board)["default_clock_mhz"]
     ip = ip_wrapper.generate_ip(spec, pkg / "ip")
     hls_tcl, vivado_tcl, plan = render_overlay_tcl(spec, board, clock_mhz, max_batch, manifest.model.name, jobs)
+    if csim:
+        with tempfile.TemporaryDirectory(prefix="lepton_ipcsim_") as work:
+            plan.ip_csim = ip_wrapper.check_csim(spec, ip, hls_dir, work, project_name=manifest.hls.project_name).to_dict()
     out = pkg / "overlay"
     out.mkdir(exist_ok=True)
     hls_script, vivado_script = out / "hls_ip.tcl", out / "lepton_overlay.tcl"

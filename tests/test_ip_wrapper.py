@@ -221,3 +221,10 @@ def test_lane_widths_follow_the_spec():
     assert [ip_wrapper.lane_bits(w) for w in (1, 8, 9, 16, 17, 32)] == [8, 8, 16, 16, 32, 32]
     with pytest.raises(ip_wrapper.IpGenerationError):
         ip_wrapper.lane_bits(33)
+
+
+def test_pack_words_follows_the_spec():
+    rng = np.random.RandomState(3)
+    for lane in (8, 16, 32):
+        raw = rng.randint(-(1 << (lane - 1)), 1 << (lane - 1), size=(5, 7)).astype(np.int64)
+        assert ip_wrapper.pack_words(raw, lane).tolist() == reference_pack(raw, lane)

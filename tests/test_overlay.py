@@ -37,6 +37,10 @@ def write_package(root: Path) -> Path:
          keras.layers.Dense(N_OUT, name="out")]
     )  # fmt: skip
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    cfg["LayerName"]["x"]["Precision"]["result"] = IN_FMT
+    for layer in ("out", "out_linear"):  # the manifest's output format must be the core's result type
+        if layer in cfg["LayerName"]:
+            cfg["LayerName"][layer]["Precision"]["result"] = OUT_FMT
     pkg = root / "pkg"
     hls_model = hls4ml.converters.convert_from_keras_model(
         model, hls_config=cfg, output_dir=str(pkg / "hls"), backend="Vitis", io_type="io_parallel",
@@ -163,7 +167,7 @@ BOARDS = {
 def test_block_design_has_the_blocks_connections_addresses_and_clock(package, board):
     ps, clock_prop, master, slave, ddr_seg, dma_offset = BOARDS[board]
     max_batch, clock = 1000, 125.0
-    project = overlay.write_overlay_project(package, board, max_batch=max_batch, clock_mhz=clock)
+    project = overlay.write_overlay_project(package, board, max_batch=max_batch, clock_mhz=clock, csim=False)
     rec = run_tcl(project.vivado_script)
 
     assert rec.cells["axi_dma_0"].startswith("xilinx.com:ip:axi_dma:")
@@ -216,7 +220,7 @@ def test_block_design_has_the_blocks_connections_addresses_and_clock(package, bo
 
 
 def test_hls_script_exports_the_ip_the_block_design_instantiates(package):
-    project = overlay.write_overlay_project(package, "pynq-z2", clock_mhz=100)
+    project = overlay.write_overlay_project(package, "pynq-z2", clock_mhz=100, csim=False)
     rec = run_tcl(project.hls_script)
     assert rec.named("set_top") == [("lepton_accel",)]
     assert rec.named("set_part") == [("xc7z020clg400-1",)]
@@ -230,7 +234,7 @@ def test_hls_script_exports_the_ip_the_block_design_instantiates(package):
 
 
 def test_manifest_records_the_overlay_for_the_host_runtime(package):
-    overlay.write_overlay_project(package, "zcu104", max_batch=256, clock_mhz=150)
+    overlay.write_overlay_project(package, "zcu104", max_batch=256, clock_mhz=150, csim=False)
     m = load_manifest(package)  # artifacts verified
     o = m.reports["overlay"]
     assert (o["board"], o["dma"], o["ip"], o["word_bits"], o["max_batch"], o["clock_mhz"]) == (
@@ -241,12 +245,12 @@ def test_manifest_records_the_overlay_for_the_host_runtime(package):
 
 def test_batch_beyond_the_dma_length_register_is_refused(package):
     with pytest.raises(overlay.OverlayError, match="26-bit length register"):
-        overlay.write_overlay_project(package, "pynq-z2", max_batch=3_000_000)
+        overlay.write_overlay_project(package, "pynq-z2", max_batch=3_000_000, csim=False)
 
 
 def test_unknown_board_is_refused(package):
     with pytest.raises(overlay.OverlayError, match="supported: kv260, pynq-z2, zcu104"):
-        overlay.write_overlay_project(package, "zedboard")
+        overlay.write_overlay_project(package, "zedboard", csim=False)
 
 
 # ---- the command at the tool boundary ----------------------------------------------------------------------
@@ -270,7 +274,8 @@ def _path_without_vendor_tools() -> str:
 
 def test_overlay_without_vendor_tools_writes_the_scripts_and_names_the_missing_tool(package, tmp_path):
     _install(tmp_path / "elsewhere", ["vitis_hls", "vivado"])  # on disk, not on PATH
-    proc = _cli(["overlay", str(package), "--board", "pynq-z2"], env={**os.environ, "PATH": _path_without_vendor_tools()})
+    proc = _cli(["overlay", str(package), "--board", "pynq-z2", "--skip-csim"],
+                env={**os.environ, "PATH": _path_without_vendor_tools()})
     assert proc.returncode == 2, proc.stderr
     assert "`vitis-run` or `vitis_hls` not found on PATH" in proc.stderr and "settings64.sh" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -281,7 +286,7 @@ def test_overlay_with_hls_but_no_vivado_names_vivado(package, tmp_path):
     _install(tmp_path / "bin", ["vitis_hls"])
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{_path_without_vendor_tools()}",
            "LEPTON_STUB_LOG": str(tmp_path / "calls.jsonl"), "LEPTON_STUB_SAMPLES": str(DATA)}  # fmt: skip
-    proc = _cli(["overlay", str(package), "--board", "pynq-z2"], env=env)
+    proc = _cli(["overlay", str(package), "--board", "pynq-z2", "--skip-csim"], env=env)
     assert proc.returncode == 2 and "`vivado` not found on PATH" in proc.stderr
     assert not (tmp_path / "calls.jsonl").exists()  # nothing ran before every tool was found
 
@@ -305,13 +310,16 @@ def test_overlay_runs_both_tools_and_records_bitstream_timing_and_utilization(pa
     assert o["timing"]["wns_ns"] == -0.089 and o["timing"]["met"] is False
     assert o["utilization"]["used"]["LUT"] == 1526
     assert "NOT MET" in proc.stdout
+    # The wrapper was checked against the core in C simulation before the tools ran.
+    assert o["ip_csim"]["identical"] is True and o["ip_csim"]["samples"] == 72
+    assert "wrapper == core" in proc.stdout
     # Re-generating for another board drops the stale bitstream from the manifest.
-    overlay.write_overlay_project(package, "kv260")
+    overlay.write_overlay_project(package, "kv260", csim=False)
     assert "overlay/lepton.bit" not in load_manifest(package).artifacts
 
 
 def test_word_counts_match_the_wire_format(package):
-    project = overlay.write_overlay_project(package, "pynq-z2", max_batch=3)
+    project = overlay.write_overlay_project(package, "pynq-z2", max_batch=3, csim=False)
     p = project.plan
     assert (p.in_lane_bits, p.out_lane_bits) == (16, 16)
     assert (p.in_words_max, p.out_words_max) == (24, int(np.ceil(3 * N_OUT / 2)))

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--clock-mhz", type=float, default=None,
                    help="PL clock in MHz (default: the package's HLS clock period)")
     p.add_argument("--jobs", type=int, default=2, help="parallel Vivado implementation jobs")
+    p.add_argument("--skip-csim", action="store_true",
+                   help="do not check the generated wrapper against the core in C simulation (g++) first")
     p.add_argument("--scripts-only", action="store_true", help="write the IP and scripts, do not run the vendor tools")
     p.set_defaults(func=run)
 
@@ -30,11 +32,13 @@ def run(args) -> int:
     from lepton_hls.vendor.tools import ToolNotFoundError, stderr_progress
 
     project = write_overlay_project(args.package, args.board, max_batch=args.max_batch,
-                                    clock_mhz=args.clock_mhz, jobs=args.jobs)  # fmt: skip
+                                    clock_mhz=args.clock_mhz, jobs=args.jobs, csim=not args.skip_csim)  # fmt: skip
     plan = project.plan
     print(f"lepton-hls overlay: {plan.board} ({plan.part}), {plan.clock_mhz:g} MHz, DMA {plan.dma} "
           f"({plan.dma_length_width}-bit length, batches up to {plan.max_batch}), IP {plan.ip}")
     print(f"  IP sources:     {project.ip.directory}")
+    if plan.ip_csim:
+        print(f"  IP C sim:       {plan.ip_csim['summary']}")
     print(f"  Vitis HLS:      {project.hls_script}")
     print(f"  Vivado:         {project.vivado_script}")
     if args.scripts_only:
