@@ -5,3 +5,10 @@ numpy and pynq. Heavy imports happen inside the functions that need them so `lep
 """
 
 __version__ = "0.1.0"
+
+
+def load(package_dir, engine: str = "fast", verify: bool = True):
+    """Open a built overlay package: `lepton_hls.load(DIR).predict(X)` is bit-identical to its C simulation."""
+    from .package import load as _load
+
+    return _load(package_dir, engine=engine, verify=verify)

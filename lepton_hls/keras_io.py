@@ -155,14 +155,17 @@ def check_supported(files: ModelFiles) -> None:
     """Name every layer hls4ml cannot convert, before spending time on the conversion."""
     from hls4ml.converters.keras_v2_to_hls import get_supported_keras_layers
 
-    arch = json.loads(files.architecture_json)
-    layers = arch.get("config", {}).get("layers", [])
-    if isinstance(arch.get("config"), list):  # very old Sequential format
-        layers = arch["config"]
-    supported = set(get_supported_keras_layers())
+    layers = architecture_layers(json.loads(files.architecture_json))
+    supported = set(get_supported_keras_layers()) | {"Dropout"}  # hls4ml drops Dropout: inference is unaffected
     bad = sorted({l.get("class_name") for l in layers} - supported - {"InputLayer"})
     if bad:
         raise UnsupportedLayerError(
             f"{files.source}: layer type(s) {', '.join(bad)} cannot be compiled to hardware. Supported: "
             f"{', '.join(sorted(supported))}"
         )
+
+
+def architecture_layers(arch: dict) -> list:
+    """The layer list of a Keras architecture; Keras 2.0's Sequential format keeps it directly under "config"."""
+    config = arch.get("config", {})
+    return config if isinstance(config, list) else config.get("layers", [])

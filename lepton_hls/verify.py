@@ -20,7 +20,7 @@ from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import load_manifest
 
 from .build_config import BuildConfig
-from .keras_io import ModelFiles, layer_outputs, load_keras
+from .keras_io import ModelFiles, architecture_layers, layer_outputs, load_keras
 from .progress import Progress
 
 REPORT_PATH = "reports/verify.json"
@@ -177,8 +177,7 @@ def _real_data(manifest, n: int):
 def _logits_twin(files: ModelFiles):
     """The float64 model with its final softmax made linear: the reference for the pre-softmax values."""
     arch = json.loads(files.architecture_json)
-    layers = arch["config"]["layers"]
-    last = layers[-1]["config"]
+    last = architecture_layers(arch)[-1]["config"]
     if last.get("activation") == "softmax" or (
         isinstance(last.get("activation"), dict) and last["activation"].get("class_name") == "softmax"
     ):

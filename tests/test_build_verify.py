@@ -1,0 +1,166 @@
+"""The compile spine: build a package, verify it against the model, and refuse bad input with clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lepton_host.errors import ChecksumError, ManifestError
+from lepton_host.fixedpoint import FixedFormat
+from lepton_host.manifest import load_manifest
+
+CLI = [sys.executable, "-m", "lepton_hls.cli"]
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def test_jet_tagger_package_is_bit_exact_before_softmax(jet_package):
+    m = load_manifest(jet_package)
+    assert m.model.source == "zoo:jet_tagger" and m.model.classes == ("g", "q", "w", "z", "t")
+    assert m.input.shape == (16,) and m.output.shape == (5,)
+    assert m.input.format == FixedFormat.parse("ap_fixed<16,6>")
+    assert m.output.format == FixedFormat.parse("ap_ufixed<16,0,AP_RND,AP_SAT>")
+    for rel in ("emulation/csim.so", "engine/graph.json", "model/model.json", "model/weights.h5",
+                "hls/firmware/myproject.cpp", "reports/verify.json"):
+        assert rel in m.artifacts, rel
+    report = json.loads((jet_package / "reports" / "verify.json").read_text())
+    assert report["passed"]
+    grid = report["sets"][0]
+    assert grid["name"] == "on_grid" and grid["identical_rows"] == 1.0 and grid["max_abs_diff"] == 0.0
+    assert grid["argmax_agreement"] >= 0.99
+    assert all(s["emulator_identical"] for s in report["sets"])
+
+
+def test_package_predict_matches_the_c_simulation(jet_package):
+    import lepton_hls
+
+    pkg = lepton_hls.load(jet_package)
+    x = np.random.default_rng(5).standard_normal((300, 16)) * 3
+    assert np.array_equal(pkg.predict(x), pkg.predict(x, engine="csim"))
+
+
+def test_verify_json_and_exit_status(jet_package):
+    r = cli("verify", jet_package, "--samples", 100, "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)  # stdout is exactly one JSON object
+    for key in ("samples", "identical_rows", "argmax_agreement", "max_abs_diff", "layers"):
+        assert key in report
+    assert report["samples"] == 100
+    names = [l["name"] for l in report["layers"]]
+    assert names[:2] == ["fc1", "relu1"] and report["layers"][0]["identical_rows"] == 1.0
+
+
+def test_tampered_artifact_is_refused(jet_package, tmp_path):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(jet_package, pkg)
+    weights = sorted((pkg / "hls" / "firmware" / "weights").glob("w2.*"))[0]
+    weights.write_text(weights.read_text().replace("0", "1", 1))
+    with pytest.raises(ChecksumError, match="sha256 mismatch for hls/firmware/weights/w2"):
+        load_manifest(pkg)
+    r = cli("verify", pkg)
+    assert r.returncode == 2 and "sha256 mismatch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corrupt_and_edited_manifests_are_refused(jet_package, tmp_path):
+    pkg = tmp_path / "pkg"
+    shutil.copytree(jet_package, pkg)
+    manifest = pkg / "manifest.json"
+    good = manifest.read_text()
+    data = json.loads(good)
+    data["inputs"][0]["format"]["width"] = 8
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="edited after it was written"):
+        load_manifest(pkg)
+    manifest.write_text(good[: len(good) // 2])
+    r = cli("verify", pkg)
+    assert r.returncode == 2 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
+    data = json.loads(good)
+    data["version"] = 99
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="schema version 99"):
+        load_manifest(pkg)
+
+
+def test_bad_models_get_clear_errors(tmp_path, examples_dir):
+    arch = examples_dir / "qkeras_3layer.json"
+    lonely = tmp_path / "lonely.json"
+    shutil.copyfile(arch, lonely)
+    r = cli("build", lonely, "--out", tmp_path / "a")
+    assert r.returncode == 2 and "no weights for" in r.stderr and "Traceback" not in r.stderr
+
+    r = cli("build", arch, "--weights", examples_dir / "qkeras_mnist_dense_weights.h5", "--out", tmp_path / "b")
+    assert r.returncode == 2 and "do not fit the architecture" in r.stderr and "Traceback" not in r.stderr
+
+    spec = json.loads(arch.read_text())
+    spec["config"]["layers"][2]["class_name"] = "LocallyConnected1D"
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(spec))
+    r = cli("build", odd, "--weights", examples_dir / "qkeras_3layer_weights.h5", "--out", tmp_path / "c")
+    assert r.returncode == 2 and "LocallyConnected1D cannot be compiled" in r.stderr and "QDense" in r.stderr
+
+    r = cli("build", "no_such_model", "--out", tmp_path / "d")
+    assert r.returncode == 2 and "jet_tagger" in r.stderr
+
+    r = cli("build", "jet_tagger", "--out", tmp_path / "e", "--board", "de10")
+    assert r.returncode == 2 and "pynq-z2" in r.stderr
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("backend: Vitis\nreuse: 4\n")
+    r = cli("build", "jet_tagger", "--config", cfg, "--out", tmp_path / "x")
+    assert r.returncode == 2 and "unknown config key(s) reuse" in r.stderr
+
+
+def test_board_selects_vivado_accelerator():
+    from lepton_hls.build_config import load_config
+
+    cfg = load_config(board="pynq-z2")
+    assert cfg.backend == "VivadoAccelerator" and cfg.part == "xc7z020clg400-1" and cfg.clock_ns == 10.0
+
+
+def _po2_relu_model(path: Path):
+    """Two hls4ml weak spots in one tiny model: power-of-two weights (hls4ml's product type drops bits) and a
+    float ReLU fused into a conv ahead of a quantized ReLU (hls4ml gives it a 16-bit default type)."""
+    import tensorflow as tf
+    from qkeras import QActivation, QConv2D, QDense
+
+    tf.keras.utils.set_random_seed(1)
+    inp = tf.keras.Input((6, 6, 1), name="x")
+    h = QConv2D(3, 3, kernel_quantizer="quantized_po2(5,1)", bias_quantizer="quantized_bits(8,2,alpha=1)",
+                activation="relu", name="conv")(inp)
+    h = QActivation("quantized_relu(4,1)", name="qrelu")(h)
+    h = tf.keras.layers.Flatten(name="flat")(h)
+    h = QDense(4, kernel_quantizer="quantized_po2(6,1)", bias_quantizer="quantized_bits(8,3,alpha=1)", name="dense")(h)
+    out = tf.keras.layers.Activation("softmax", name="softmax")(h)
+    model = tf.keras.Model(inp, out)
+    path.write_text(model.to_json())
+    model.save_weights(str(path.with_name(path.stem + "_weights.h5")))
+
+
+def test_power_of_two_weights_and_fused_relu_are_exact(build_pkg, tmp_path_factory):
+    arch = tmp_path_factory.mktemp("po2") / "po2net.json"
+    _po2_relu_model(arch)
+    pkg = build_pkg(str(arch), samples=300)
+    report = json.loads((pkg / "reports" / "verify.json").read_text())
+    grid = report["sets"][0]
+    assert grid["identical_rows"] == 1.0, report["first_difference"]
+    assert all(s["emulator_identical"] for s in report["sets"])
+    assert "nnet_mult.h" in " ".join(report["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["qkeras_3layer", "qkeras_mnist_dense", "qkeras_mnist_cnn", "KERAS_3layer",
+                                  "KERAS_conv2d_model"])
+def test_every_example_model_meets_its_fidelity(build_pkg, examples_dir, name):
+    pkg = build_pkg(str(examples_dir / f"{name}.json"), samples=1000)
+    report = json.loads((pkg / "reports" / "verify.json").read_text())
+    assert report["passed"], report["first_difference"]
