@@ -25,11 +25,16 @@ RTL_JSON = "rtl.json"
 
 class RtlEmulator(Emulator):
     """Cycle-accurate emulation of the da4ml pipeline (bit-identical to the C simulation where it covers
-    the model; `uncovered` names the trailing layers it leaves out, e.g. a softmax)."""
+    the model; `uncovered` names the trailing layers it leaves out, e.g. a softmax).
+
+    With `tail="engine"` the uncovered layers run on the package's integer engine after the RTL, so the
+    object answers for the whole package (what the emulated board needs); with `tail=None` it returns the
+    RTL's own output layer."""
 
     name = "rtl"
 
-    def __init__(self, package_dir: str | os.PathLike, rtl_dir: str | os.PathLike | None = None):
+    def __init__(self, package_dir: str | os.PathLike, rtl_dir: str | os.PathLike | None = None,
+                 tail: str | None = None):
         root = Path(package_dir)
         self.rtl_dir = Path(rtl_dir) if rtl_dir is not None else root / RTL_DIR
         info_path = self.rtl_dir / RTL_JSON
@@ -59,8 +64,13 @@ class RtlEmulator(Emulator):
         self._in_shift = int(info["input_frac_bits"]) - self.input.format.frac
         k, i, f = (int(v) for v in info["output_kif"])
         self._out_width, self._out_signed, self._out_shift = k + i + f, bool(k), self.output.format.frac - f
-        # The emulator's memory-file lookups (if any) are read relative to the working directory.
-        self._memdir = lib_path.parent.parent / "src" / "memfiles"
+        self._tail = None
+        if tail == "engine" and self.uncovered:
+            self._tail = _EngineTail(root, self.output.name)
+            self.rtl_output = self.output
+            self.output = self._tail.output
+        elif tail not in (None, "engine"):
+            raise EmulationError(f"unknown tail {tail!r}; use None or 'engine'")
 
     def predict_raw(self, raw_in) -> np.ndarray:
         raw = np.asarray(raw_in, dtype=np.int64)
@@ -79,8 +89,33 @@ class RtlEmulator(Emulator):
             if self._out_signed:
                 v = np.where(v >= (np.int64(1) << (w - 1)), v - (np.int64(1) << w), v)
         v = v << self._out_shift if self._out_shift >= 0 else v >> -self._out_shift
+        if self._tail is not None:
+            return self._tail.run(v.reshape((n,) + self.rtl_output.shape))
         return v.reshape((n,) + self.output.shape)
 
 
+class _EngineTail:
+    """The package's engine layers after the RTL's output layer, fed with the RTL's raw output."""
+
+    def __init__(self, package_dir: Path, start: str):
+        from .emulator import ENGINE_DIR, read_ports
+        from .engine import Engine
+
+        self.engine = Engine.load(Path(package_dir) / ENGINE_DIR)
+        names = [node.name for node in self.engine.nodes]
+        if start not in names:
+            raise EmulationError(f"{package_dir}: the RTL ends at layer {start!r}, which the engine graph does not have")
+        self.start = names.index(start)
+        self.output = read_ports(package_dir)[1]
+
+    def run(self, raw: np.ndarray) -> np.ndarray:
+        nodes = self.engine.nodes
+        values: dict[int, np.ndarray] = {self.start: raw}
+        for i in range(self.start + 1, len(nodes)):
+            values[i] = nodes[i].fn([values[j] for j in nodes[i].inputs])
+        return values[self.engine.output_ids[0]]
+
+
 def load_rtl_emulator(package_dir: str | os.PathLike) -> RtlEmulator:
-    return RtlEmulator(package_dir)
+    """The whole package's arithmetic with the RTL where it reaches: what the emulated board attaches."""
+    return RtlEmulator(package_dir, tail="engine")
