@@ -101,12 +101,13 @@ class DynamicBatcher:
     def stalled(self) -> bool:
         return self._busy_since is not None and time.perf_counter() - self._busy_since > self.config.compute_timeout_s
 
-    def estimated_wait_s(self, rows: int = 1) -> float:
-        """How long new work would wait before its batch finishes, from the recent per-batch compute time."""
-        per_batch = self._compute_ewma_s
-        batches_ahead = (self._queued_rows + rows + self.config.max_batch_size - 1) // self.config.max_batch_size
+    def estimated_wait_s(self) -> float:
+        """How long new work would queue before its own batch starts: the batches ahead of it (full ones of
+        what is queued, plus the one in flight) times the recent per-batch compute time. An idle backend has
+        no wait, so it is always tried again and its compute estimate stays current."""
+        batches_ahead = self._queued_rows // self.config.max_batch_size
         in_flight = 1 if self._busy_since is not None else 0
-        return (batches_ahead + in_flight) * per_batch
+        return (batches_ahead + in_flight) * self._compute_ewma_s
 
     # ---- work ------------------------------------------------------------------------------------------
     def submit(self, x: np.ndarray) -> asyncio.Future:

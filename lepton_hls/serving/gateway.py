@@ -63,6 +63,7 @@ class EdgeService:
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._warm_up()
         self.batcher.start()
         await self._check_health()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
@@ -73,6 +74,16 @@ class EdgeService:
         await self.batcher.stop()
         if self.cloud is not None:
             await self.cloud.close()
+
+    async def _warm_up(self) -> None:
+        """One call before serving, so first-call costs (buffer allocation, caches) do not land on a caller or
+        skew the batcher's compute estimate. A board that fails here is reported by the health check."""
+        x = np.zeros((1, *self.input.shape))
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.backend.predict, x, self.config.batcher.compute_timeout_s),
+                                   self.config.batcher.compute_timeout_s)
+        except Exception:
+            pass
 
     async def _health_loop(self) -> None:
         while True:
@@ -108,7 +119,7 @@ class EdgeService:
         x_pre = self.manifest.preprocessing.apply(x)
         self.metrics.queue_depth.labels(self.name).set(self.batcher.depth)
         decision = self.router.before_edge(
-            x_pre, self.edge_healthy, self.batcher.estimated_wait_s(n), self.cloud is not None
+            x_pre, self.edge_healthy, self.batcher.estimated_wait_s(), self.cloud is not None
         )
         reasons = decision.reasons
         y = np.empty((n, *self.output.shape), dtype=np.float64)

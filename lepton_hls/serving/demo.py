@@ -1,0 +1,245 @@
+"""The serving scenario of `lepton-hls demo`: the reference cloud server (its own process, TensorFlow), the
+edge gateway on the emulated board, and a bounded burst of mixed traffic (typical, out-of-range and unsure
+samples) with a board fault injected half-way; prints which path served what and how fast, writes
+`serving.json` and a latency histogram PNG."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from lepton_host.manifest import load_manifest
+
+from . import oip
+from .app import ServerOptions
+from .batcher import BatcherConfig
+from .breaker import BreakerConfig
+from .cloud_client import CloudConfig
+from .edge import open_edge_backend
+from .errors import ServingError
+from .gateway import GatewayConfig, create_gateway
+from .routing import RoutingPolicy
+from .runner import ServerThread
+from .traffic import mixed_traffic
+
+PHASES = (("before fault", 0.5), ("board hung", 0.25), ("recovered", 0.25))
+CONFIDENCE_THRESHOLD = 0.5  # classifiers: samples the accelerator is less sure of go to the cloud model
+
+
+def typical_data(manifest) -> np.ndarray | None:
+    """Real raw features for the 'typical' traffic when the package is a zoo model that ships some."""
+    source = manifest.model.source
+    if not source.startswith("zoo:"):
+        return None
+    try:
+        from lepton_hls import zoo
+
+        data = zoo.get(source.split(":", 1)[1]).eval_data()
+    except Exception:  # no data is fine: the traffic falls back to the model's input distribution
+        return None
+    return None if data is None else np.asarray(data[0], dtype=np.float64)
+
+
+def start_cloud_process(package_dir: Path, log_path: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """`lepton-hls cloud DIR` on a free loopback port; returns once it answers ready."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "lepton_hls.cli", "cloud", str(package_dir), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServingError(f"the cloud server exited with status {proc.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.terminate()
+    raise ServingError(f"the cloud server did not become ready within {timeout_s:.0f} s; see {log_path}")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+async def _send_all(url: str, model: str, input_name: str, samples, concurrency: int, on_progress=None):
+    sem = asyncio.Semaphore(concurrency)
+    results = [None] * len(samples)
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def one(i, s):
+            body, headers = oip.encode_infer_request([oip.Tensor(input_name, "FP32", s.x.astype(np.float32))],
+                                                     request_id=str(i))
+            async with sem:
+                t0 = time.perf_counter()
+                r = await client.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)
+                dt = time.perf_counter() - t0
+            params = {}
+            if r.status_code == 200:
+                params = oip.decode_infer_response(r.content, r.headers.get(oip.HEADER_LENGTH)).parameters
+                error = ""
+            else:
+                error = oip.error_message(r.content, r.reason_phrase)
+            results[i] = {"kind": s.kind, "status": r.status_code, "latency_s": dt,
+                          "served_by": params.get("served_by", "none"), "reason": params.get("route_reason", ""),
+                          "degraded": bool(params.get("degraded", False)), "error": error}
+
+        await asyncio.gather(*(one(i, s) for i, s in enumerate(samples)))
+    return results
+
+
+def _inject(backend, fault: str | None) -> str:
+    device = getattr(getattr(backend, "accelerator", None), "device", None)
+    if device is None or not hasattr(device, "inject"):
+        return "none (the edge backend has no fault injection)"
+    if fault is None:
+        device.clear()
+        reset = getattr(backend.accelerator, "reset", None)
+        if reset is not None:
+            reset()
+        return "cleared"
+    device.inject(fault)
+    return fault
+
+
+def summarize(records: list[dict]) -> dict:
+    def pct(v):
+        v = np.asarray(v) * 1e3
+        return {"n": int(v.size), "p50_ms": float(np.percentile(v, 50)), "p90_ms": float(np.percentile(v, 90)),
+                "p99_ms": float(np.percentile(v, 99))} if v.size else {"n": 0}
+
+    by_path = {}
+    for path in sorted({r["served_by"] for r in records}):
+        by_path[path] = pct([r["latency_s"] for r in records if r["served_by"] == path])
+    by_kind = {}
+    for kind in sorted({r["kind"] for r in records}):
+        rs = [r for r in records if r["kind"] == kind]
+        by_kind[kind] = {p: sum(r["served_by"] == p for r in rs) / len(rs) for p in sorted({r["served_by"] for r in rs})}
+    reasons: dict[str, int] = {}
+    for r in records:
+        for reason in (r["reason"] or r["error"][:60] or "-").split(","):
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {"requests": len(records), "answered": sum(r["status"] in (200, 503, 504) for r in records),
+            "ok": sum(r["status"] == 200 for r in records), "latency_by_path": by_path,
+            "served_by_kind": by_kind, "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "all": pct([r["latency_s"] for r in records])}
+
+
+def print_summary(summary: dict, phases: dict) -> None:
+    print()
+    print(f"edge gateway, mixed traffic: {summary['requests']} requests, {summary['ok']} answered 200, "
+          f"{summary['requests'] - summary['answered']} lost")
+    print(f"{'path':12s} {'requests':>8s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s}")
+    for path, s in summary["latency_by_path"].items():
+        print(f"{path:12s} {s['n']:8d} {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} {s['p99_ms']:8.2f}")
+    print(f"{'input kind':14s} served by")
+    for kind, frac in summary["served_by_kind"].items():
+        print(f"{kind:14s} " + ", ".join(f"{p} {f:.0%}" for p, f in frac.items()))
+    print(f"{'phase':14s} served by")
+    for phase, frac in phases.items():
+        print(f"{phase:14s} " + ", ".join(f"{p} {f:.0%}" for p, f in frac.items()))
+    print("reasons: " + ", ".join(f"{k} {v}" for k, v in list(summary["reasons"].items())[:8]))
+
+
+def plot_histogram(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    lat = np.asarray([r["latency_s"] for r in records]) * 1e3
+    bins = np.logspace(np.log10(max(lat.min(), 0.05)), np.log10(max(lat.max(), 1.0)), 40)
+    for p in sorted({r["served_by"] for r in records}):
+        ax.hist([r["latency_s"] * 1e3 for r in records if r["served_by"] == p], bins=bins, alpha=0.6, label=p)
+    ax.set_xscale("log")
+    ax.set_xlabel("request latency at the client (ms)")
+    ax.set_ylabel("requests")
+    ax.set_title("edge gateway: latency by the path that answered")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_serving_demo(package_dir, out_dir, requests: int = 600, concurrency: int = 8, board: str = "emulated-board",
+                     fault: str = "hang") -> dict:
+    """Cloud server + gateway on the emulated board + a bounded mixed burst with an injected board fault."""
+    package_dir, out_dir = Path(package_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(package_dir)
+    cloud_proc, cloud_url = start_cloud_process(package_dir, out_dir / "cloud.log")
+    backend = None
+    try:
+        try:
+            backend = open_edge_backend(package_dir, board, "fast")
+        except Exception as e:  # no pynq here: the emulator still shows the routing, without the fault
+            print(f"note: {board} unavailable ({e}); serving on the emulator", file=sys.stderr)
+            backend = open_edge_backend(package_dir, "emulator", "fast")
+        policy = RoutingPolicy.for_package(
+            manifest, package_dir,
+            confidence_threshold=CONFIDENCE_THRESHOLD if manifest.model.task == "classifier" else None,
+        )
+        config = GatewayConfig(
+            batcher=BatcherConfig(max_batch_size=32, max_queue_delay_s=0.0005, compute_timeout_s=0.25),
+            policy=policy,
+            cloud=CloudConfig(cloud_url, breaker=BreakerConfig(failure_threshold=5, reset_timeout_s=2.0)),
+            request_timeout_s=5.0, health_interval_s=0.1, server=ServerOptions(server_name="lepton-hls-gateway"),
+        )
+        samples = mixed_traffic(manifest, backend, requests, seed=0, unsure_below=CONFIDENCE_THRESHOLD,
+                                typical=typical_data(manifest))
+        app, service = create_gateway(manifest, backend, config)
+        records, phase_fracs, start = [], {}, 0
+        with ServerThread(app) as gw:
+            for (phase, share), action in zip(PHASES, (None, fault, "clear")):
+                if action == "clear":
+                    _inject(backend, None)
+                    deadline = time.monotonic() + 5
+                    while not service.edge_healthy and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                elif action is not None:
+                    _inject(backend, action)
+                n = round(requests * share) if phase != PHASES[-1][0] else len(samples) - start
+                part = asyncio.run(_send_all(gw.url, service.name, service.input.name, samples[start : start + n],
+                                             concurrency))
+                for r in part:
+                    r["phase"] = phase
+                records += part
+                phase_fracs[phase] = {p: sum(r["served_by"] == p for r in part) / len(part)
+                                      for p in sorted({r["served_by"] for r in part})}
+                start += n
+            metrics_text = httpx.get(gw.url + "/metrics").text
+        summary = summarize(records)
+        summary["phases"] = phase_fracs
+        summary["edge_backend"] = backend.name
+        summary["fault"] = fault
+        summary["routing"] = policy.to_dict()
+        print_summary(summary, phase_fracs)
+        plot_histogram(records, out_dir / "latency_histogram.png")
+        (out_dir / "metrics.txt").write_text(metrics_text)
+        (out_dir / "serving.json").write_text(json.dumps({"summary": summary, "requests": records}, indent=1))
+        summary["histogram_png"] = str(out_dir / "latency_histogram.png")
+        return summary
+    finally:
+        if backend is not None:
+            backend.close()
+        stop_process(cloud_proc)
