@@ -25,6 +25,7 @@ GRAPH_NAME = "graph.json"
 WEIGHTS_NAME = "weights.npz"
 FLOAT_EXACT = 2**53  # integers below this magnitude are exact in float64, and so is every sum that stays below it
 CHUNK_ELEMENTS = 1 << 18  # per-chunk working set (int64 elements) of the widest layer
+LOOKUP_VALUES = 16  # inputs with at most this many possible values use per-value product tables
 
 Op = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -304,6 +305,18 @@ class _Mac:
             bound = x_abs * int(np.abs(self.w).sum(axis=0).max(initial=0))
             self.use_float = bound < FLOAT_EXACT
             self.wf = self.w.astype(np.float64) if self.use_float else None
+        self.lookup = None
+        if not self.linear and wrap and x_hi - x_lo < LOOKUP_VALUES:
+            # Few possible inputs: each value's row of converted products is a table, and the layer becomes
+            # one matrix product per value with that value's indicator (exact: tables are integers).
+            tables = []
+            for v in range(x_lo, x_hi + 1):
+                t = self.accum.requantize(self._products(np.full((1, self.n_in), v, dtype=np.int64))[0], self.fp)
+                if t.any():
+                    tables.append((v, t))
+            bound = int(np.max(np.sum(np.max([np.abs(t) for _, t in tables], axis=0), axis=0))) if tables else 0
+            self.lookup_float = bound < FLOAT_EXACT
+            self.lookup = [(v, t.astype(np.float64) if self.lookup_float else t) for v, t in tables]
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -311,7 +324,7 @@ class _Mac:
 
     @property
     def work(self) -> int:
-        return 0 if self.linear else self.n_in * self.n_out
+        return 0 if self.linear or self.lookup is not None else self.n_in * self.n_out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.linear:
@@ -324,6 +337,13 @@ class _Mac:
                 s <<= self.shift
             s += self.bias
             return self.accum.overflow(s) if self.overflow else s
+        if self.lookup is not None:
+            dtype = np.float64 if self.lookup_float else np.int64
+            s = np.zeros((len(x), self.n_out), dtype=dtype)
+            for v, table in self.lookup:
+                s += (x == v).astype(dtype) @ table
+            s = s.astype(np.int64) if self.lookup_float else s
+            return self.accum.overflow(s + self.bias)
         p = self._products(x)
         p = self.accum.requantize(p, self.fp)
         if self.wrap:

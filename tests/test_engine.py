@@ -1,0 +1,304 @@
+"""The fast engine against hls4ml's C simulation: outputs and every layer's output, bit for bit.
+
+Each model is converted and compiled by the real hls4ml (with tracing on, so the C simulation reports every
+layer's output), exported to the engine IR, and fed inputs on the input grid, off it, and far outside the
+input format's range.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lepton_host.engine import Engine
+from lepton_host.errors import EmulationError
+from lepton_host.fixedpoint import FixedFormat
+
+EXAMPLES = Path("/work/shared/models/example-models")
+_here = Path(__file__).resolve().parent
+for candidate in (_here.parent / "shared" / "models" / "example-models", _here.parent.parent / "shared" / "models" / "example-models"):
+    if candidate.is_dir():
+        EXAMPLES = candidate
+
+
+def convert(keras_model, out_dir: Path, io_type: str = "io_parallel"):
+    """Convert with hls4ml (Vitis backend); the optimizers run, nothing is compiled."""
+    import hls4ml
+
+    cfg = hls4ml.utils.config_from_keras_model(keras_model, granularity="name", backend="Vitis")
+    return hls4ml.converters.convert_from_keras_model(
+        keras_model, hls_config=cfg, output_dir=str(out_dir), backend="Vitis", io_type=io_type
+    )
+
+
+def load_example(name: str):
+    import tensorflow as tf
+    from qkeras.utils import _add_supported_quantized_objects
+
+    if not (EXAMPLES / f"{name}.json").is_file():
+        pytest.skip(f"example model {name} not found under {EXAMPLES}")
+    co: dict = {}
+    _add_supported_quantized_objects(co)
+    model = tf.keras.models.model_from_json((EXAMPLES / f"{name}.json").read_text(), custom_objects=co)
+    model.load_weights(str(EXAMPLES / f"{name}_weights.h5"))
+    return model
+
+
+def tiny_conv1d_model():
+    """QConv1D ('same' padding) -> BatchNorm -> AveragePooling1D -> quantized_bits -> strided QConv1D ->
+    quantized_relu -> padded MaxPooling1D -> Flatten -> QDense -> softmax."""
+    import tensorflow as tf
+    from qkeras import QActivation, QConv1D, QDense, quantized_bits, quantized_relu
+    from tensorflow.keras import layers
+
+    tf.keras.utils.set_random_seed(1)
+    inp = layers.Input((12, 3), name="x")
+    h = QConv1D(4, 3, padding="same", kernel_quantizer=quantized_bits(6, 0, alpha=1),
+                bias_quantizer=quantized_bits(6, 0, alpha=1), name="conv")(inp)
+    h = layers.BatchNormalization(name="bn")(h)
+    h = layers.AveragePooling1D(2, name="avg")(h)
+    h = QActivation(quantized_bits(8, 2, alpha=1), name="qb")(h)
+    h = QConv1D(3, 2, strides=2, kernel_quantizer=quantized_bits(5, 0, alpha=1),
+                bias_quantizer=quantized_bits(5, 0, alpha=1), name="conv2")(h)
+    h = QActivation(quantized_relu(4, 1), name="qr")(h)
+    h = layers.MaxPooling1D(2, padding="same", name="maxp")(h)
+    h = layers.Flatten(name="flat")(h)
+    h = QDense(3, kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
+               name="fc")(h)
+    out = layers.Activation("softmax", name="sm")(h)
+    model = tf.keras.Model(inp, out)
+    rng = np.random.default_rng(3)
+    model.get_layer("bn").set_weights(
+        [rng.uniform(0.5, 1.5, 4), rng.normal(0, 0.3, 4), rng.normal(0, 0.3, 4), rng.uniform(0.3, 2, 4)]
+    )
+    return model
+
+
+def tiny_conv2d_model():
+    """QConv2D ('same' padding, stride 2) -> relu -> AveragePooling2D ('same') -> Flatten -> Dense at hls4ml's
+    default precision (fixed<16,6> weights and accumulator) -> latency softmax."""
+    import tensorflow as tf
+    from qkeras import QConv2D, quantized_bits
+    from tensorflow.keras import layers
+
+    tf.keras.utils.set_random_seed(2)
+    inp = layers.Input((7, 6, 2), name="img")
+    h = QConv2D(3, (3, 3), strides=(2, 2), padding="same", activation="relu",
+                kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
+                name="c2")(inp)
+    h = layers.AveragePooling2D((2, 2), padding="same", name="ap")(h)
+    h = layers.Flatten(name="fl")(h)
+    h = layers.Dense(4, name="d")(h)
+    out = layers.Activation("softmax", name="sm")(h)
+    return tf.keras.Model(inp, out)
+
+
+MODELS = {
+    "qkeras_3layer": lambda: load_example("qkeras_3layer"),
+    "qkeras_mnist_dense": lambda: load_example("qkeras_mnist_dense"),
+    "tiny_conv1d": tiny_conv1d_model,
+    "tiny_conv2d": tiny_conv2d_model,
+    "qkeras_mnist_cnn": lambda: load_example("qkeras_mnist_cnn"),
+}
+SLOW = {"qkeras_mnist_cnn"}
+
+
+KINDS = ("grid", "off", "saturating")
+
+
+def _inputs(shape, in_fmt: FixedFormat, kind: str, n: int) -> np.ndarray:
+    rng = np.random.default_rng(KINDS.index(kind))
+    shape = (n, *shape)
+    if kind == "grid":
+        return in_fmt.cast(rng.normal(0, 1.5, shape))
+    if kind == "off":
+        return rng.normal(0, 2, shape)
+    # Far outside ap_fixed<16,6>'s range: the input conversion wraps, later layers saturate.
+    return rng.normal(0, 1, shape) * rng.choice([1.0, 40.0, 3000.0], size=shape)
+
+
+class Built:
+    """A model converted with tracing on, its C simulation run once on every kind of input (hls4ml's `trace`
+    recompiles, so it runs once per model), and its exported engine."""
+
+    def __init__(self, name: str, root: Path, n: int):
+        from lepton_hls.engine_export import export_engine
+
+        keras_model = MODELS[name]()
+        softmax = "latency" if name == "tiny_conv2d" else None  # exercise hls4ml's other softmax too
+        hls_model = _convert_for_trace(keras_model, root / "hls", softmax)
+        shape = tuple(int(s) for s in keras_model.input_shape[1:])
+        in_fmt = FixedFormat.parse(str(hls_model.get_input_variables()[0].type.precision))
+        self.n = n
+        self.x = {k: np.ascontiguousarray(_inputs(shape, in_fmt, k, n), dtype=np.float64) for k in KINDS}
+        out, trace = hls_model.trace(np.concatenate([self.x[k] for k in KINDS]))
+        self.csim_out = np.asarray(out, dtype=np.float64).reshape(len(KINDS) * n, -1)
+        self.csim_trace = {k: np.asarray(v, dtype=np.float64).reshape(len(KINDS) * n, -1) for k, v in trace.items()}
+        export_engine(hls_model, root / "engine")
+        self.engine = Engine.load(root / "engine")
+        self.graph = json.loads((root / "engine" / "graph.json").read_text())
+        self.in_fmt = self.engine.input_node.format
+        self.out_fmt = self.engine.output_node.format
+
+    def csim(self, kind: str):
+        sl = slice(KINDS.index(kind) * self.n, (KINDS.index(kind) + 1) * self.n)
+        return self.csim_out[sl], {k: v[sl] for k, v in self.csim_trace.items()}
+
+
+def _convert_for_trace(keras_model, out_dir: Path, softmax_implementation: str | None):
+    import hls4ml
+
+    cfg = hls4ml.utils.config_from_keras_model(keras_model, granularity="name", backend="Vitis")
+    for layer_cfg in cfg["LayerName"].values():
+        layer_cfg["Trace"] = True
+    if softmax_implementation:
+        for layer in keras_model.layers:
+            if "softmax" in layer.name or "sm" == layer.name:
+                cfg["LayerName"][layer.name]["Implementation"] = softmax_implementation
+    # trace() writes and compiles the project (with tracing) itself; weights stay in text files (compiling
+    # them into headers takes minutes for the MNIST models).
+    return hls4ml.converters.convert_from_keras_model(
+        keras_model, hls_config=cfg, output_dir=str(out_dir), backend="Vitis", io_type="io_parallel"
+    )
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    cache: dict[str, Built] = {}
+
+    def get(name: str) -> Built:
+        if name not in cache:
+            cache[name] = Built(name, tmp_path_factory.mktemp(name), 24 if name in SLOW else 150)
+        return cache[name]
+
+    return get
+
+
+def _params():
+    out = []
+    for name in MODELS:
+        marks = [pytest.mark.slow] if name in SLOW else []
+        for kind in KINDS:
+            out.append(pytest.param(name, kind, marks=marks, id=f"{name}-{kind}"))
+    return out
+
+
+@pytest.mark.parametrize("name,kind", _params())
+def test_engine_matches_csim_layer_by_layer(built, name, kind):
+    b = built(name)
+    x, n = b.x[kind], b.n
+    csim_out, csim_trace = b.csim(kind)
+    trace = b.engine.run_raw(b.in_fmt.quantize(x), trace=True)
+
+    compared = 0
+    for node in b.engine.nodes:
+        if node.name not in csim_trace:
+            continue
+        ours = node.format.to_float(trace[node.name]).reshape(n, -1)
+        theirs = csim_trace[node.name]
+        bad = np.flatnonzero(np.any(ours != theirs, axis=1))
+        assert bad.size == 0, (
+            f"{name}/{kind}: layer {node.name} ({node.op}) differs from csim in {bad.size}/{n} samples; "
+            f"first: engine {ours[bad[0]][:8]} csim {theirs[bad[0]][:8]}"
+        )
+        compared += 1
+    assert compared >= 3, f"only {compared} traced layers could be compared"
+
+    out = b.out_fmt.to_float(trace[b.engine.output_node.name]).reshape(n, -1)
+    np.testing.assert_array_equal(out, csim_out)
+
+
+def test_ir_names_every_op_and_format(built):
+    b = built("qkeras_3layer")
+    ops = [layer["op"] for layer in b.graph["layers"]]
+    assert ops[0] == "input" and ops[-1] == "softmax" and ops.count("dense") == 4
+    for layer in b.graph["layers"]:
+        FixedFormat.from_dict(layer["format"])
+    sm = b.graph["layers"][-1]["params"]
+    assert sm["implementation"] == "stable" and sm["exp_table_size"] == 1024
+
+
+def test_unsupported_layer_is_named(tmp_path):
+    import tensorflow as tf
+    from tensorflow.keras import layers
+
+    from lepton_hls.engine_export import export_engine
+
+    inp = layers.Input((5,), name="feat")
+    h = layers.Dense(4, name="hidden")(inp)
+    out = layers.Activation("tanh", name="squash")(h)
+    hls_model = convert(tf.keras.Model(inp, out), tmp_path / "hls")
+    with pytest.raises(EmulationError) as err:
+        export_engine(hls_model, tmp_path / "engine")
+    msg = str(err.value)
+    assert "squash" in msg and "tanh" in msg and "Dense" in msg  # layer, what is wrong, what is supported
+
+
+# ---- engine arithmetic without hls4ml: wide accumulators and saturating ones ---------------------------------
+def _dense_graph(w_fmt: FixedFormat, accum: FixedFormat, x_fmt: FixedFormat, w: np.ndarray, b: np.ndarray):
+    graph = {
+        "schema": "lepton-hls/engine",
+        "version": 1,
+        "inputs": ["x"],
+        "outputs": ["d"],
+        "layers": [
+            {"name": "x", "op": "input", "inputs": [], "shape": [w.shape[0]], "format": x_fmt.to_dict(), "params": {}},
+            {
+                "name": "d", "op": "dense", "inputs": ["x"], "shape": [w.shape[1]], "format": accum.to_dict(),
+                "params": {"n_in": w.shape[0], "n_out": w.shape[1], "product": "mult", "weight": w_fmt.to_dict(),
+                           "bias": w_fmt.to_dict(), "accum": accum.to_dict()},
+            },
+        ],
+    }
+    return Engine(graph, {"d/kernel": w, "d/bias": b})
+
+
+def _py_convert(v: int, from_frac: int, f: FixedFormat) -> int:
+    """An ap_fixed assignment on unbounded Python integers (TRN/RND rounding, WRAP/SAT overflow)."""
+    shift = from_frac - f.frac
+    if shift <= 0:
+        v <<= -shift
+    else:
+        floor, rem = v >> shift, v & ((1 << shift) - 1)
+        v = floor + (1 if f.rounding == "RND" and rem >= 1 << (shift - 1) else 0)
+    if f.saturation == "SAT":
+        return min(max(v, f.raw_min), f.raw_max)
+    return ((v - f.raw_min) % (1 << f.width)) + f.raw_min
+
+
+def _reference_dense(x, w, b, x_fmt, w_fmt, accum):
+    """One product and one accumulation step at a time, as hls4ml's dense_latency does."""
+    fp = x_fmt.frac + w_fmt.frac
+    out = np.zeros((len(x), w.shape[1]), dtype=np.int64)
+    for n in range(len(x)):
+        for j in range(w.shape[1]):
+            acc = _py_convert(int(b[j]), w_fmt.frac, accum)
+            for i in range(w.shape[0]):
+                acc = _py_convert(acc + _py_convert(int(x[n, i]) * int(w[i, j]), fp, accum), accum.frac, accum)
+            out[n, j] = acc
+    return out
+
+
+@pytest.mark.parametrize(
+    "x_fmt,w_fmt,accum",
+    [
+        # products and sums far beyond 2**53: the int64 path (modular) must take over from float64
+        (FixedFormat(30, 10), FixedFormat(28, 4), FixedFormat(60, 14)),
+        # accumulator with fewer fraction bits than the product: per-product rounding
+        (FixedFormat(16, 6), FixedFormat(8, 1), FixedFormat(12, 6, rounding="RND")),
+        # saturating accumulator: order-dependent, evaluated step by step
+        (FixedFormat(16, 6), FixedFormat(8, 1), FixedFormat(14, 4, saturation="SAT")),
+    ],
+    ids=["wide-int64", "per-product-rounding", "saturating-accumulator"],
+)
+def test_dense_arithmetic_against_python_integers(x_fmt, w_fmt, accum):
+    rng = np.random.default_rng(7)
+    n_in, n_out = 9, 4
+    w = rng.integers(w_fmt.raw_min, w_fmt.raw_max + 1, size=(n_in, n_out), dtype=np.int64)
+    b = rng.integers(w_fmt.raw_min, w_fmt.raw_max + 1, size=n_out, dtype=np.int64)
+    x = rng.integers(x_fmt.raw_min, x_fmt.raw_max + 1, size=(50, n_in), dtype=np.int64)
+    engine = _dense_graph(w_fmt, accum, x_fmt, w, b)
+    np.testing.assert_array_equal(engine.run_raw(x), _reference_dense(x, w, b, x_fmt, w_fmt, accum))
