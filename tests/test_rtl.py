@@ -94,3 +94,26 @@ def test_cli_rtl_refuses_a_non_package(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "lepton-hls rtl: error:" in r.stderr
+
+
+def test_emulated_board_serves_the_package_from_the_rtl_model(tiny_rtl):
+    pytest.importorskip("pynq")
+    from lepton_host import board
+    from lepton_host.emulator import CsimEmulator
+    from lepton_host.manifest import load_manifest
+    from lepton_host.rtl_emulator import load_rtl_emulator
+    from lepton_host.runtime import Accelerator
+
+    pkg, _ = tiny_rtl
+    m = load_manifest(pkg)
+    d = board.enable()
+    d.clear()
+    d.attach(load_rtl_emulator(pkg), model_sha256=m.model.sha256)
+    try:
+        acc = Accelerator.load(pkg, device=d, max_batch=8, timeout_s=30.0)
+        x = np.random.default_rng(5).uniform(-6, 6, size=(20, 16))  # 20 > 8: streamed in chunks
+        np.testing.assert_array_equal(acc.predict(x), CsimEmulator(pkg).predict(m.preprocessing.apply(x)))
+        acc.close()
+    finally:
+        d.detach(m.model.sha256)
+        d.clear()
