@@ -98,7 +98,7 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
                 except Exception as e:  # keep serving; say what broke
                     response = _error(500, f"internal error: {type(e).__name__}: {e}")
                 code = response.status_code
-                metrics.requests.labels(route, "ok" if code < 400 else str(code)).inc()
+                metrics.child(metrics.requests, route, "ok" if code < 400 else str(code)).inc()
                 return response
 
             return handler
@@ -215,7 +215,7 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
         body, headers = encode_infer_response(
             service.name, [out], [req.wants_binary(service.output.name)], req.id, service.version, params
         )
-        metrics.request_latency.labels(service.name).observe(time.perf_counter() - start)
+        metrics.child(metrics.request_latency, service.name).observe(time.perf_counter() - start)
         return Response(body, headers=headers)
 
     @endpoint("metrics")

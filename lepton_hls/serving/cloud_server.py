@@ -116,8 +116,8 @@ class CloudModelService:
         self.batcher = DynamicBatcher(self.model, self.config.batcher, name="cloud", on_batch=self._on_batch)
 
     def _on_batch(self, n: int, queue_s: float, compute_s: float) -> None:
-        self.metrics.batch_size.labels(self.name).observe(n)
-        self.metrics.compute_latency.labels(self.name).observe(compute_s)
+        self.metrics.child(self.metrics.batch_size, self.name).observe(n)
+        self.metrics.child(self.metrics.compute_latency, self.name).observe(compute_s)
 
     def ready(self) -> bool:
         return not self.batcher.stalled
@@ -133,8 +133,8 @@ class CloudModelService:
             res = await asyncio.wait_for(self.batcher.submit(x), timeout_s)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"no answer within the request timeout of {timeout_s:.3g} s") from None
-        self.metrics.queue_latency.labels(self.name).observe(res.queue_s)
-        self.metrics.inferences.labels(self.name, "cloud", "model").inc()
+        self.metrics.child(self.metrics.queue_latency, self.name).observe(res.queue_s)
+        self.metrics.child(self.metrics.inferences, self.name, "cloud", "model").inc()
         return res.y, {"served_by": "cloud", "device": getattr(self.model, "device", "")}
 
 

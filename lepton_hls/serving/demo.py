@@ -82,13 +82,18 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait(5)
 
 
-async def _send_all(url: str, model: str, input_name: str, samples, concurrency: int, on_progress=None):
+async def _send_all(url: str, model: str, input_name: str, samples, concurrency: int, rate: float | None = None):
+    """Send every sample as one request, at most `concurrency` in flight; with `rate`, request i is not sent
+    before i/rate seconds (a steady arrival rate instead of as fast as answers come back)."""
     sem = asyncio.Semaphore(concurrency)
     results = [None] * len(samples)
+    start = time.perf_counter()
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
         async def one(i, s):
             body, headers = oip.encode_infer_request([oip.Tensor(input_name, "FP32", s.x.astype(np.float32))],
                                                      request_id=str(i))
+            if rate:
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             async with sem:
                 t0 = time.perf_counter()
                 r = await client.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)
@@ -147,7 +152,7 @@ def summarize(records: list[dict]) -> dict:
 def print_summary(summary: dict, phases: dict) -> None:
     print()
     print(f"edge gateway, mixed traffic: {summary['requests']} requests, {summary['ok']} answered 200, "
-          f"{summary['requests'] - summary['answered']} lost")
+          f"{summary['requests'] - summary['answered']} lost or unanswered")
     print(f"{'path':12s} {'requests':>8s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s}")
     for path, s in summary["latency_by_path"].items():
         print(f"{path:12s} {s['n']:8d} {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} {s['p99_ms']:8.2f}")
@@ -181,8 +186,8 @@ def plot_histogram(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run_serving_demo(package_dir, out_dir, requests: int = 600, concurrency: int = 8, board: str = "emulated-board",
-                     fault: str = "hang") -> dict:
+def run_serving_demo(package_dir, out_dir, requests: int = 600, rate: float = 150.0, concurrency: int = 16,
+                     board: str = "emulated-board", fault: str = "hang") -> dict:
     """Cloud server + gateway on the emulated board + a bounded mixed burst with an injected board fault."""
     package_dir, out_dir = Path(package_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +225,7 @@ def run_serving_demo(package_dir, out_dir, requests: int = 600, concurrency: int
                     _inject(backend, action)
                 n = round(requests * share) if phase != PHASES[-1][0] else len(samples) - start
                 part = asyncio.run(_send_all(gw.url, service.name, service.input.name, samples[start : start + n],
-                                             concurrency))
+                                             concurrency, rate))
                 for r in part:
                     r["phase"] = phase
                 records += part

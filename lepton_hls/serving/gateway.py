@@ -34,6 +34,9 @@ class GatewayConfig:
     cloud: CloudConfig | None = None
     request_timeout_s: float = 5.0
     health_interval_s: float = 0.5  # how often the board's health() is asked (it may touch registers)
+    # After an edge call fails, send work to the cloud for this long before trying the board again, so a hung
+    # board costs one timeout, not one per batch.
+    edge_retry_s: float = 1.0
     server: ServerOptions = field(default_factory=ServerOptions)
 
 
@@ -60,6 +63,7 @@ class EdgeService:
         self._edge_ok = True
         self._edge_detail = ""
         self._health_task: asyncio.Task | None = None
+        self._edge_down_until = 0.0
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,22 +106,22 @@ class EdgeService:
 
     @property
     def edge_healthy(self) -> bool:
-        return self._edge_ok and not self.batcher.stalled
+        return self._edge_ok and not self.batcher.stalled and time.perf_counter() >= self._edge_down_until
 
     def ready(self) -> bool:
         """Ready when some path can answer: the board, or a cloud whose breaker is not open."""
         return self.edge_healthy or (self.cloud is not None and self.cloud.available)
 
     def _on_batch(self, n: int, queue_s: float, compute_s: float) -> None:
-        self.metrics.batch_size.labels(self.name).observe(n)
-        self.metrics.compute_latency.labels(self.name).observe(compute_s)
+        self.metrics.child(self.metrics.batch_size, self.name).observe(n)
+        self.metrics.child(self.metrics.compute_latency, self.name).observe(compute_s)
 
     # ---- one request -------------------------------------------------------------------------------------
     async def infer(self, x: np.ndarray, request: InferRequest, timeout_s: float) -> tuple[np.ndarray, dict]:
         deadline = time.perf_counter() + timeout_s
         n = x.shape[0]
         x_pre = self.manifest.preprocessing.apply(x)
-        self.metrics.queue_depth.labels(self.name).set(self.batcher.depth)
+        self.metrics.child(self.metrics.queue_depth, self.name).set(self.batcher.depth)
         decision = self.router.before_edge(
             x_pre, self.edge_healthy, self.batcher.estimated_wait_s(), self.cloud is not None
         )
@@ -153,10 +157,11 @@ class EdgeService:
             except Overloaded:
                 if cloud_task is not None:
                     cloud_task.cancel()
-                self.metrics.rejected.labels("queue_full").inc()
+                self.metrics.child(self.metrics.rejected, "queue_full").inc()
                 raise
             except (EdgeUnavailable, ServingError) as e:
                 edge_err = e
+                self._edge_down_until = time.perf_counter() + self.config.edge_retry_s
                 reasons[edge_idx] = R.EDGE_FAILED
                 if self.cloud is None:
                     if cloud_task is not None:
@@ -206,11 +211,11 @@ class EdgeService:
             offloaded = reasons[served == "cloud"] if n_cloud else reasons
             labels, counts = np.unique(offloaded.astype(str), return_counts=True)
             main = str(labels[np.argmax(counts)])
-        self.metrics.inferences.labels(self.name, path, main).inc()
+        self.metrics.child(self.metrics.inferences, self.name, path, main).inc()
         if n_edge:
-            self.metrics.rows.labels(self.name, "edge").inc(n_edge)
+            self.metrics.child(self.metrics.rows, self.name, "edge").inc(n_edge)
         if n_cloud:
-            self.metrics.rows.labels(self.name, "cloud").inc(n_cloud)
+            self.metrics.child(self.metrics.rows, self.name, "cloud").inc(n_cloud)
         params = {
             "served_by": path,
             "route_reason": ",".join(str(u) for u in uniq),
@@ -232,7 +237,7 @@ class EdgeService:
         except asyncio.CancelledError:
             fut.cancel()  # the caller went away: the batcher skips it
             raise
-        self.metrics.queue_latency.labels(self.name).observe(res.queue_s)
+        self.metrics.child(self.metrics.queue_latency, self.name).observe(res.queue_s)
         return res.y
 
     async def _cloud(self, x: np.ndarray, deadline: float) -> np.ndarray:

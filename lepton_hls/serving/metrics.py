@@ -17,6 +17,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class ServingMetrics:
     def __init__(self, prefix: str = "lepton"):
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict = {}
         r, p = self.registry, prefix
         self.requests = Counter(
             f"{p}_requests", "HTTP requests by route and outcome", ["route", "outcome"], registry=r
@@ -56,6 +57,14 @@ class ServingMetrics:
             f"{p}_cloud_attempts", "Cloud HTTP attempts by kind and outcome", ["kind", "outcome"], registry=r
         )
         self.rejected = Counter(f"{p}_rejected", "Requests refused before inference, by cause", ["cause"], registry=r)
+
+    def child(self, metric, *labels):
+        """`metric.labels(*labels)`, looked up once: the hot path asks for the same few children per request."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
