@@ -50,14 +50,16 @@ def lane_bits(width: int) -> int:
 
 @dataclass(frozen=True)
 class CorePort:
-    c_type: str
+    c_type: str  # io_parallel: the scalar type; io_stream: the nnet::array beat type
     name: str
-    count: int
+    count: int | None  # io_parallel: array length; io_stream: unknown here (checked at compile time)
+    stream: bool = False
 
 
 @dataclass(frozen=True)
 class CoreSignature:
-    """`void core(in_t in[N], out_t out[M])`, the hls4ml io_parallel top function."""
+    """`void core(in_t in[N], out_t out[M])` (io_parallel) or
+    `void core(hls::stream<in_t> &in, hls::stream<out_t> &out)` (io_stream), hls4ml's top function."""
 
     function: str
     inputs: tuple[CorePort, ...]
@@ -66,6 +68,7 @@ class CoreSignature:
 
 _FUNC_RE = re.compile(r"void\s+(\w+)\s*\(([^)]*)\)\s*;", re.S)
 _ARRAY_ARG_RE = re.compile(r"^\s*([\w:<>, ]+?)\s+(\w+)\s*\[\s*([\w\s*]+?)\s*\]\s*$")
+_STREAM_ARG_RE = re.compile(r"^\s*hls::stream\s*<\s*(\w+)\s*>\s*&\s*(\w+)\s*$")
 _DEFINE_RE = re.compile(r"^\s*#define\s+(\w+)\s+(\d+)\s*$", re.M)
 
 
@@ -86,13 +89,12 @@ def read_core_signature(hls_dir: str | Path, project_name: str = "myproject") ->
     args = [a for a in _split_args(match.group(2)) if a.strip()]
     ports = []
     for arg in args:
+        ms = _STREAM_ARG_RE.match(arg)
+        if ms is not None:
+            ports.append(CorePort(c_type=ms.group(1), name=ms.group(2), count=None, stream=True))
+            continue
         m = _ARRAY_ARG_RE.match(arg)
         if m is None:
-            if "stream" in arg:
-                raise IpGenerationError(
-                    f"{header}: the core takes hls::stream arguments ({arg.strip()}); the packed-word wrapper "
-                    "drives io_parallel cores: convert the model with io_type='io_parallel'"
-                )
             raise IpGenerationError(f"{header}: cannot read argument {arg.strip()!r} of {project_name}()")
         c_type, name, size = m.groups()
         count = _array_size(size, defines)
@@ -102,6 +104,8 @@ def read_core_signature(hls_dir: str | Path, project_name: str = "myproject") ->
             )
         ports.append(CorePort(c_type=" ".join(c_type.split()), name=name, count=count))
     # hls4ml lists inputs first, then outputs; the io_parallel top function has no other arguments.
+    if len(ports) == 2 and ports[0].stream != ports[1].stream:
+        raise IpGenerationError(f"{header}: {project_name}() mixes stream and array arguments")
     if len(ports) != 2:
         raise IpGenerationError(
             f"{project_name}() has {len(ports)} array arguments; the stream wrapper handles one input and one output"
@@ -150,6 +154,7 @@ class WrapperSpec:
     out_type: str
     in_format: FixedFormat
     out_format: FixedFormat
+    io_stream: bool = False
 
     @property
     def in_lane(self) -> int:
@@ -182,6 +187,7 @@ class WrapperSpec:
             "out_signed": str(int(self.out_format.signed)),
             "in_type": self.in_type,
             "out_type": self.out_type,
+            "io_stream": str(int(self.io_stream)),
         }
 
 
@@ -195,7 +201,7 @@ def wrapper_spec(manifest: Manifest, hls_dir: str | Path, accel: str = ACCEL_NAM
     sig = read_core_signature(hls_dir, manifest.hls.project_name)
     tin, tout = manifest.input, manifest.output
     cin, cout = sig.inputs[0], sig.outputs[0]
-    if cin.count != tin.size or cout.count != tout.size:
+    if not cin.stream and (cin.count != tin.size or cout.count != tout.size):
         raise IpGenerationError(
             f"the core {sig.function}() takes {cin.count} inputs and gives {cout.count} outputs but the manifest "
             f"declares {tin.size} and {tout.size}: the package's hls/ project and manifest.json disagree"
@@ -203,12 +209,13 @@ def wrapper_spec(manifest: Manifest, hls_dir: str | Path, accel: str = ACCEL_NAM
     spec = WrapperSpec(
         accel=accel,
         core=sig.function,
-        n_in=cin.count,
-        n_out=cout.count,
+        n_in=tin.size if cin.stream else cin.count,
+        n_out=tout.size if cout.stream else cout.count,
         in_type=cin.c_type,
         out_type=cout.c_type,
         in_format=tin.format,
         out_format=tout.format,
+        io_stream=cin.stream,
     )
     per_word = WORD_BITS // spec.in_lane
     if spec.n_in < per_word:
@@ -260,8 +267,10 @@ def generate_ip(spec: WrapperSpec, out_dir: str | Path) -> IpSources:
     return IpSources(directory=out, header=header, source=source, testbench=tb, csim_headers=csim)
 
 
-def build_csim(ip: IpSources, hls_dir: str | Path, exe: str | Path, project_name: str = "myproject") -> Path:
-    """Compile testbench + wrapper + hls4ml firmware with g++ into `exe`."""
+def build_csim(ip: IpSources, hls_dir: str | Path, exe: str | Path, project_name: str = "myproject",
+               syntax_only: bool = False) -> Path:  # fmt: skip
+    """Compile testbench + wrapper + hls4ml firmware with g++ into `exe`. With `syntax_only`, only check
+    that the wrapper compiles against the core's header (its static_asserts included), in about a second."""
     hls = Path(hls_dir).resolve()
     firmware = hls / "firmware"
     gxx = shutil.which("g++")
@@ -272,9 +281,11 @@ def build_csim(ip: IpSources, hls_dir: str | Path, exe: str | Path, project_name
         gxx, "-std=c++14", "-O2",
         f"-I{ip.directory}", f"-I{ip.csim_headers}", f"-I{firmware}", f"-I{firmware / 'ap_types'}",
         f'-DWEIGHTS_DIR="{firmware / "weights"}"',
-        str(ip.testbench), str(ip.source), str(firmware / f"{project_name}.cpp"),
-        "-o", str(exe),
     ]  # fmt: skip
+    if syntax_only:
+        cmd += ["-fsyntax-only", str(ip.source)]
+    else:
+        cmd += [str(ip.testbench), str(ip.source), str(firmware / f"{project_name}.cpp"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])

@@ -22,27 +22,31 @@ keras = pytest.importorskip("tensorflow.keras")
 from lepton_hls import ip_wrapper  # noqa: E402
 
 CASES = {
-    # name: (n_in, hidden, n_out, input precision, output precision)
-    "narrow": (5, 4, 3, "ap_fixed<8,3>", "ap_fixed<16,6>"),
-    "jetlike": (16, 8, 5, "ap_fixed<16,6>", "ap_fixed<18,8>"),
+    # name: (input shape, hidden, n_out, input precision, output precision, io_type)
+    "narrow": ((5,), 4, 3, "ap_fixed<8,3>", "ap_fixed<16,6>", "io_parallel"),
+    "jetlike": ((16,), 8, 5, "ap_fixed<16,6>", "ap_fixed<18,8>", "io_parallel"),
+    # io_stream CNN: the core takes 36 beats of 2 channels and gives one beat of 4
+    "stream_cnn": ((6, 6, 2), 3, 4, "ap_fixed<12,4>", "ap_ufixed<10,2>", "io_stream"),
 }
 
 
 def make_package(root: Path, name: str, seed: int = 0) -> tuple[Path, object]:
-    """A minimal package: an hls4ml (Vitis, io_parallel) project in `hls/` and a manifest describing it."""
-    n_in, hidden, n_out, in_prec, out_prec = CASES[name]
+    """A minimal package: an hls4ml Vitis project in `hls/` and a manifest describing it."""
+    shape, hidden, n_out, in_prec, out_prec, io_type = CASES[name]
     rng = np.random.RandomState(seed)
+    if len(shape) == 1:
+        hidden_layer = keras.layers.Dense(hidden, activation="relu", name="fc1")
+        layers = [hidden_layer]
+    else:
+        layers = [keras.layers.Conv2D(hidden, 3, activation="relu", name="fc1"), keras.layers.Flatten(name="flat")]
+    out_act = "relu" if out_prec.startswith("ap_ufixed") else None
     model = keras.models.Sequential(
-        [
-            keras.layers.Input((n_in,), name="x"),
-            keras.layers.Dense(hidden, activation="relu", name="fc1"),
-            keras.layers.Dense(n_out, name="out"),
-        ]
+        [keras.layers.Input(shape, name="x"), *layers, keras.layers.Dense(n_out, activation=out_act, name="out")]
     )
     model.set_weights([rng.uniform(-1, 1, w.shape).round(3) for w in model.get_weights()])
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
     cfg["LayerName"]["x"]["Precision"]["result"] = in_prec
-    for layer in ("out", "out_linear"):  # hls4ml appends a linear activation whose type is the output's
+    for layer in ("out", "out_linear", "out_relu"):  # hls4ml splits the activation off; its type is the output's
         if layer in cfg["LayerName"]:
             cfg["LayerName"][layer]["Precision"]["result"] = out_prec
     pkg = root / name
@@ -51,20 +55,22 @@ def make_package(root: Path, name: str, seed: int = 0) -> tuple[Path, object]:
         hls_config=cfg,
         output_dir=str(pkg / "hls"),
         backend="Vitis",
-        io_type="io_parallel",
+        io_type=io_type,
         part="xc7z020clg400-1",
         clock_period=10,
     )
     hls_model.compile()
+    n_in = int(np.prod(shape))
     manifest = Manifest(
         model=ModelInfo(name=name, source="test", sha256="0" * 64, task="regressor"),
-        inputs=[TensorSpec("x", (n_in,), FixedFormat.parse(in_prec))],
+        inputs=[TensorSpec("x", shape, FixedFormat.parse(in_prec))],
         outputs=[TensorSpec("out", (n_out,), FixedFormat.parse(out_prec))],
         hls=HlsInfo(
-            backend="Vitis", board=None, part="xc7z020clg400-1", clock_ns=10.0, io_type="io_parallel",
+            backend="Vitis", board=None, part="xc7z020clg400-1", clock_ns=10.0, io_type=io_type,
             strategy="Latency", reuse_factor=1,
         ),
     )  # fmt: skip
+    assert manifest.input.size == n_in
     manifest.save(pkg)
     return pkg, hls_model
 
@@ -121,6 +127,10 @@ def built(request, tmp_path_factory):
     return spec, hls_model, exe, root
 
 
+def spec_name(hls_model) -> str:
+    return Path(hls_model.config.get_output_dir()).parent.name
+
+
 def _inputs(spec, n, seed):
     fmt = spec.in_format
     rng = np.random.RandomState(seed)
@@ -143,7 +153,8 @@ def test_wrapper_is_bit_identical_to_hls4ml_csim(built, batch_sizes, tmp_path):
         assert len(words) == spec.out_words(n)
         assert [last for _, last in words] == [0] * (len(words) - 1) + [1]
         got = reference_unpack([w for w, _ in words], n * spec.n_out, spec.out_lane, spec.out_format)
-        want = hls_model.predict(np.ascontiguousarray(spec.in_format.to_float(raw)))
+        shape = CASES[spec_name(hls_model)][0]
+        want = hls_model.predict(np.ascontiguousarray(spec.in_format.to_float(raw).reshape(n, *shape)))
         want_raw = spec.out_format.quantize(np.asarray(want, dtype=np.float64).reshape(n, spec.n_out))
         np.testing.assert_array_equal(got.reshape(n, spec.n_out), want_raw)
 
@@ -196,25 +207,34 @@ def test_generated_sources_name_the_core_and_formats(built):
     assert f"myproject(x, y)" in hdr
 
 
-def test_mismatched_manifest_is_refused(built):
+def test_mismatched_manifest_is_refused(built, tmp_path):
+    """A manifest whose input size is not the core's: refused when the header says the size (io_parallel),
+    at compile time otherwise (io_stream beats)."""
     spec, _, _, root = built
     pkg = next(p for p in root.iterdir() if (p / "manifest.json").exists())
     manifest = Manifest.from_dict(__import__("json").loads((pkg / "manifest.json").read_text()))
     manifest.inputs[0] = TensorSpec("x", (spec.n_in + 1,), spec.in_format)
-    with pytest.raises(ip_wrapper.IpGenerationError, match="disagree"):
-        ip_wrapper.wrapper_spec(manifest, pkg / "hls")
+    if not spec.io_stream:
+        with pytest.raises(ip_wrapper.IpGenerationError, match="disagree"):
+            ip_wrapper.wrapper_spec(manifest, pkg / "hls")
+        return
+    wrong = ip_wrapper.wrapper_spec(manifest, pkg / "hls")
+    ip = ip_wrapper.generate_ip(wrong, tmp_path / "ip")
+    with pytest.raises(ip_wrapper.CsimBuildError, match="whole stream beats"):
+        ip_wrapper.build_csim(ip, pkg / "hls", tmp_path / "tb", syntax_only=True)
 
 
 def test_manifest_width_mismatch_is_caught_at_compile_time(built, tmp_path):
     """The generated static_asserts tie the manifest's formats to the core's C types."""
     spec, _, _, root = built
     if spec.in_lane != 8:
-        pytest.skip("one shape is enough: this check costs a full g++ build")
+        pytest.skip("one shape is enough for a compile-time check")
     pkg = next(p for p in root.iterdir() if (p / "manifest.json").exists())
     wrong = ip_wrapper.WrapperSpec(**{**spec.__dict__, "in_format": FixedFormat(spec.in_format.width + 1, 4)})
     ip = ip_wrapper.generate_ip(wrong, tmp_path / "ip")
     with pytest.raises(ip_wrapper.CsimBuildError, match="input width differs"):
-        ip_wrapper.build_csim(ip, pkg / "hls", tmp_path / "tb")
+        ip_wrapper.build_csim(ip, pkg / "hls", tmp_path / "tb", syntax_only=True)
+    ip_wrapper.build_csim(ip_wrapper.generate_ip(spec, tmp_path / "ok"), pkg / "hls", tmp_path / "tb", syntax_only=True)
 
 
 def test_lane_widths_follow_the_spec():
