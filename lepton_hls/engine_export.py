@@ -156,6 +156,10 @@ class _Exporter:
             params["product"] = "exponential"
             params["exp_width"] = int(precision.width)
             params["data_width"] = int(self._in_format(layer).width)
+            # The product type as the project's (possibly patched) nnet_mult.h defines it.
+            params["product_format"] = _exponential_product_format(
+                self.model, layer.get_input_variable().type.name, wvar.type.name
+            ).to_dict()
             self.arrays[key + "kernel_sign"] = pairs[:, 0].astype(np.int64).reshape(kernel_rows, n_out)
             self.arrays[key + "kernel_exp"] = pairs[:, 1].astype(np.int64).reshape(kernel_rows, n_out)
             params["weight"] = None
@@ -328,6 +332,44 @@ def _config_value(config_cpp: str, name: str, default):
     return m.group(1) if m else default
 
 
+def _compile_and_run(hls_model, body: str, what: str) -> str:
+    """Compile a small C++ program against the project's headers (defines.h, nnet_utils, ap_types) and return
+    what it prints: the C simulation's own definitions answer questions about types and tables."""
+    firmware = Path(hls_model.config.get_output_dir()).resolve() / "firmware"
+    if not (firmware / "defines.h").is_file():
+        raise EmulationError(f"{firmware}/defines.h is missing: write and compile the hls4ml project first")
+    gxx = shutil.which("g++")
+    if gxx is None:
+        raise EmulationError(f"g++ not found on PATH: it is needed to read {what} from hls4ml's C++")
+    with tempfile.TemporaryDirectory(prefix="lepton-engine-") as tmp:
+        cpp, exe = Path(tmp) / "probe.cpp", Path(tmp) / "probe"
+        cpp.write_text(body)
+        cmd = [gxx, "-O0", "-std=c++14", f"-I{firmware}", f"-I{firmware / 'ap_types'}", str(cpp), "-o", str(exe)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EmulationError(f"compiling hls4ml's C++ for {what} failed: {r.stderr.strip()[-800:]}")
+        return subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+
+
+def _exponential_product_format(hls_model, data_type: str, weight_type: str) -> FixedFormat:
+    out = _compile_and_run(
+        hls_model,
+        f"""
+#include <cstdio>
+#include "defines.h"
+#include "nnet_utils/nnet_mult.h"
+int main() {{
+    typedef nnet::product::weight_exponential<{data_type}, {weight_type}>::r_T r_T;
+    std::printf("%d %d %d\\n", (int)r_T::width, (int)r_T::iwidth, (int)r_T::qmode);
+    return 0;
+}}
+""",
+        "the power-of-two product type",
+    )
+    width, integer, _ = (int(v) for v in out.split())
+    return FixedFormat(width, integer)
+
+
 def _softmax_tables(hls_model, config_cpp: str, impl: str, data_type: str) -> tuple[np.ndarray, np.ndarray]:
     """Run hls4ml's `init_exp_table` / `init_invert_table` for this layer's config, compiled against the
     project's own headers, and read back the table values (exact in double)."""
@@ -335,12 +377,6 @@ def _softmax_tables(hls_model, config_cpp: str, impl: str, data_type: str) -> tu
     if not m:
         raise EmulationError("softmax layer has no activ_config struct in its generated C++; cannot build tables")
     cfg = m.group(1)
-    firmware = Path(hls_model.config.get_output_dir()).resolve() / "firmware"
-    if not (firmware / "defines.h").is_file():
-        raise EmulationError(f"{firmware}/defines.h is missing: write and compile the hls4ml project first")
-    gxx = shutil.which("g++")
-    if gxx is None:
-        raise EmulationError("g++ not found on PATH: it is needed to compute hls4ml's softmax tables")
     index_t = f"{cfg}::inp_norm_t" if impl == "stable" else data_type
     negative = "true" if impl == "stable" else "false"
     src = f"""
@@ -359,15 +395,8 @@ int main() {{
     return 0;
 }}
 """
-    with tempfile.TemporaryDirectory(prefix="lepton-softmax-") as tmp:
-        cpp, exe = Path(tmp) / "tables.cpp", Path(tmp) / "tables"
-        cpp.write_text(src)
-        cmd = [gxx, "-O0", "-std=c++14", f"-I{firmware}", f"-I{firmware / 'ap_types'}", str(cpp), "-o", str(exe)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise EmulationError(f"compiling hls4ml's softmax table code failed: {r.stderr.strip()[-800:]}")
-        r = subprocess.run([str(exe)], capture_output=True, text=True, check=True)
-    exp_txt, inv_txt = r.stdout.split("--\n")
+    stdout = _compile_and_run(hls_model, src, "the softmax tables")
+    exp_txt, inv_txt = stdout.split("--\n")
     return np.array(exp_txt.split(), dtype=np.float64), np.array(inv_txt.split(), dtype=np.float64)
 
 

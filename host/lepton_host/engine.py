@@ -275,8 +275,11 @@ class _Mac:
             sign = arrays[f"{name}/kernel_sign"].astype(np.int64)
             exp = arrays[f"{name}/kernel_exp"].astype(np.int64)
             self.w = np.where(sign == 1, 1, -1)  # for shapes only
-            width = int(p["exp_width"]) + int(p["data_width"])
-            self.t_fmt = FixedFormat(2 * width, width)
+            if p.get("product_format"):
+                self.t_fmt = _fmt(p["product_format"])
+            else:  # hls4ml 1.3.0's own definition
+                width = int(p["exp_width"]) + int(p["data_width"])
+                self.t_fmt = FixedFormat(2 * width, width)
             self.fp = self.t_fmt.frac
             self.exp_left, self.exp_right, self.negative = np.maximum(exp, 0), np.maximum(-exp, 0), sign == 0
         else:
