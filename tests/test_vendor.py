@@ -183,8 +183,9 @@ def test_hls4ml_build_runs_the_tool_with_the_requested_steps_and_parses_its_repo
     assert [c["tool"] for c in calls] == ["vitis_hls", "vivado"]
     assert calls[0]["argv"] == ["-f", "build_prj.tcl"] and Path(calls[0]["cwd"]) == hls
     assert calls[1]["argv"][-2:] == ["-source", "vivado_synth.tcl"]
-    opts = (hls / "build_opt.tcl").read_text()
+    opts = (tmp_path / "build_opt_seen.tcl").read_text()  # what the tool read (the stand-in keeps a copy)
     assert "synth      1" in opts and "cosim      1" in opts and "vsynth     1" in opts and "csim       0" in opts
+    assert not (hls / "build_opt.tcl").exists()  # the project is left as it was
     assert result.csynth.latency_max == 10 and result.csynth.resources["DSP"] == 73
     assert result.cosim.passed and result.vivado.used["LUT"] == 1526
     assert "C/RTL SYNTHESIS COMPLETED" in Path(result.log).read_text()
@@ -205,14 +206,17 @@ def test_hls4ml_build_failure_quotes_the_log(tmp_path, stub_env, monkeypatch):
 
 def _package_with_hls(root: Path) -> Path:
     pkg = root / "pkg"
-    fake_hls_project(pkg)
-    Manifest(
+    hls = fake_hls_project(pkg)
+    (hls / "build_opt.tcl").write_text("array set opt {\n    csim 1\n}\n")  # as hls4ml writes it
+    m = Manifest(
         model=ModelInfo(name="tiny", source="test", sha256="0" * 64),
         inputs=[TensorSpec("x", (16,), FixedFormat(16, 6))],
         outputs=[TensorSpec("y", (5,), FixedFormat(16, 6))],
         hls=HlsInfo(backend="Vitis", board=None, part="xc7z020clg400-1", clock_ns=10.0, io_type="io_parallel",
                     strategy="Latency", reuse_factor=1),
-    ).save(pkg)  # fmt: skip
+    )  # fmt: skip
+    m.add_artifacts(pkg, [hls / "build_opt.tcl", hls / "build_prj.tcl"])
+    m.save(pkg)
     return pkg
 
 

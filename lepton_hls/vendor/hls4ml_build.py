@@ -61,9 +61,18 @@ def run_hls4ml_build(hls_dir: str | Path, project: str = "myproject", csim: bool
     if vsynth:
         find_tool(["vivado"], "run Vivado out-of-context synthesis (hls4ml's build_prj.tcl calls `vivado`)")
     steps = {"reset": True, "csim": csim, "synth": synth or cosim or vsynth, "cosim": cosim, "vsynth": vsynth}
+    options = hls / "build_opt.tcl"
+    # build_opt.tcl is part of the packaged project (and of its checksums): put the original back afterwards.
+    original = options.read_bytes() if options.is_file() else None
     write_build_options(hls, steps)
     log = Path(log_dir or hls) / "synth.log"
-    run = run_tool(hls_command(tool, "build_prj.tcl"), cwd=hls, log=log, progress=progress)
+    try:
+        run = run_tool(hls_command(tool, "build_prj.tcl"), cwd=hls, log=log, progress=progress)
+    finally:
+        if original is None:
+            options.unlink(missing_ok=True)
+        else:
+            options.write_bytes(original)
     result = SynthResult(log=str(log), tool=tool.name, seconds=run.seconds, steps={k: bool(v) for k, v in steps.items()})
     if steps["synth"]:
         xml = find_report(hls, project, "syn/report", f"{project}_csynth.xml")
