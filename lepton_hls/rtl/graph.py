@@ -242,8 +242,25 @@ def from_engine_ir(g: dict, arrays: dict[str, np.ndarray]) -> LayerGraph:
             }
         elif kind == "reshape":
             op.kind = "reshape"
+        elif kind == "zeropad":
+            op.kind = "zeropad"
+            op.attrs = {
+                "pad": (p["pad_top"], p["pad_bottom"], p["pad_left"], p["pad_right"]),
+                "in_shape": (p["in_height"], p["in_width"], p["n_chan"]),
+            }
         elif kind == "softmax":
             op.kind = "softmax"
+            if p.get("implementation") in ("stable", "latency") and f"{name}/exp_table" in arrays:
+                names = ["accum", "exp_table", "inv_table", "inv_inp"] + (["inp_norm"] if p["implementation"] == "stable" else [])
+                op.formats = {k: FixedFormat.from_dict(p[k]) for k in names}
+                op.formats["input"] = ops[-1].result
+                op.attrs = {
+                    "implementation": p["implementation"],
+                    "n_slice": int(p["n_slice"]),
+                    "n_exp": int(p["exp_table_size"]).bit_length() - 1,
+                    "n_inv": int(p["inv_table_size"]).bit_length() - 1,
+                }
+                op.arrays = {k: np.asarray(arrays[f"{name}/{k}"], dtype=np.int64) for k in ("exp_table", "inv_table")}
         else:
             raise RtlCoverageError(f"{where}: op {kind!r} is outside the RTL tracer's coverage")
         ops.append(op)

@@ -31,7 +31,9 @@ class Traced:
     uncovered: list[str] = field(default_factory=list)  # layers after it that the RTL leaves out
 
 
-def trace(graph: LayerGraph) -> Traced:
+def trace(graph: LayerGraph, exact_softmax: bool = True) -> Traced:
+    """Trace the graph; a final softmax is traced from hls4ml's own tables when the graph carries them
+    (`exact_softmax`), else left out and named in `uncovered`."""
     inp_op = graph.input
     fixed.check_format(inp_op.result, f"input {inp_op.name}")
     x_in = FixedVariableArrayInput(inp_op.shape)
@@ -39,7 +41,7 @@ def trace(graph: LayerGraph) -> Traced:
     last = inp_op
     uncovered: list[str] = []
     for i, op in enumerate(graph.ops[1:], start=1):
-        if op.kind == "softmax":
+        if op.kind == "softmax" and not (exact_softmax and op.arrays):
             uncovered = [f"{o.name} ({o.kind})" for o in graph.ops[i:]]
             if i != len(graph.ops) - 1:
                 raise RtlCoverageError(f"layer {op.name}: softmax is only supported as the last layer")
@@ -204,7 +206,75 @@ def op_maxpool(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     return fixed.cast(arr, op.result, f"layer {op.name}")
 
 
+def op_zeropad(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    pt, pb, pl, pr = op.attrs["pad"]
+    h, wd, c = op.attrs["in_shape"]
+    grid = fixed.cast(x, op.result, f"layer {op.name}")._vars.reshape(h, wd, c)
+    zero = FixedVariable.from_const(Decimal(0), hwconf=grid.ravel()[0].hwconf)
+    padded = np.full((h + pt + pb, wd + pl + pr, c), zero, dtype=object)
+    padded[pt : pt + h, pl : pl + wd, :] = grid
+    return FixedVariableArray(padded.reshape(op.shape))
+
+
+def _table_lookup(v: FixedVariable, fmt: FixedFormat, n_bits: int, table_raw: np.ndarray, out: FixedFormat):
+    """`table[index(v, fmt, n_bits)]` as a ROM: the index is the top `n_bits` of v's `fmt` bit pattern, i.e. v
+    truncated and wrapped to an n_bits-wide format with the same integer bits; the ROM holds `out` values."""
+    idx_fmt = FixedFormat(n_bits, fmt.integer, fmt.signed, "TRN", "WRAP")
+    q = fixed.cast_var(v, idx_fmt)
+    values = out.to_float(table_raw)
+    mask = (1 << n_bits) - 1
+
+    def rom(xs):
+        raw = np.round(np.asarray(xs, dtype=np.float64) * 2.0**idx_fmt.frac).astype(np.int64)
+        return values[raw & mask]
+
+    k, i, f = fixed.kif(out)
+    arr = FixedVariableArray(np.array([q], dtype=object)).apply(rom).quantize(k, i, f)
+    return arr._vars[0]
+
+
+def _tree(vals: list, accum: FixedFormat):
+    """hls4ml's balanced-tree reduce: left part of 2**floor(log2(n-1)) elements, each sum converted to accum."""
+    n = len(vals)
+    if n == 1:
+        return vals[0]
+    if n == 2:
+        return fixed.cast_var(vals[0] + vals[1], accum)
+    left = 1 << int(np.floor(np.log2(n - 1)))
+    return fixed.cast_var(_tree(vals[:left], accum) + _tree(vals[left:], accum), accum)
+
+
+def op_softmax(x: FixedVariableArray, op: Op) -> FixedVariableArray:
+    """hls4ml's table softmax (stable or latency), from the package's own tables: exp ROM, tree sum, inverse
+    ROM, one multiplier per output."""
+    f = op.formats
+    a = op.attrs
+    accum, exp_t, inv_t, inv_inp = f["accum"], f["exp_table"], f["inv_table"], f["inv_inp"]
+    for k, fm in f.items():
+        fixed.check_format(fm, f"layer {op.name} {k}")
+    exp_acc = accum.requantize(op.arrays["exp_table"], exp_t.frac)  # the ROM returns values already in accum
+    n = a["n_slice"]
+    flat = list(x._vars.ravel())
+    out = []
+    for s0 in range(0, len(flat), n):
+        sl = flat[s0 : s0 + n]
+        if a["implementation"] == "stable":
+            m = sl[0]
+            for v in sl[1:]:
+                m = m.max_of(v)
+            e = [_table_lookup(fixed.cast_var(m - v, f["inp_norm"]), f["inp_norm"], a["n_exp"], exp_acc, accum)
+                 for v in sl]
+        else:
+            e = [_table_lookup(v, f["input"], a["n_exp"], exp_acc, accum) for v in sl]
+        s = fixed.cast_var(_tree(e, accum), inv_inp)
+        inv = _table_lookup(s, inv_inp, a["n_inv"], op.arrays["inv_table"], inv_t)
+        out.extend(fixed.cast_var(ei * inv, op.result) for ei in e)
+    return FixedVariableArray(np.array(out, dtype=object).reshape(op.shape))
+
+
 _OPS = {
+    "zeropad": op_zeropad,
+    "softmax": op_softmax,
     "dense": op_dense,
     "conv": op_conv,
     "relu": op_relu,
