@@ -115,7 +115,11 @@ def rtl_package(
     (root / REPORT).parent.mkdir(exist_ok=True)
     (root / REPORT).write_text(json.dumps(result, indent=2) + "\n")
     if manifest is not None:
-        files = [p for p in (root / RTL_DIR).rglob("*") if p.is_file() and "obj_dir" not in p.parts]
+        # A rebuild replaces rtl/ wholesale (the emulator library's name changes): forget the old entries.
+        for rel in [r for r in manifest.artifacts if r.startswith(RTL_DIR + "/")]:
+            del manifest.artifacts[rel]
+        files = [p for p in (root / RTL_DIR).rglob("*")
+                 if p.is_file() and not {"obj_dir", "cocotb_build"} & set(p.parts)]
         manifest.add_artifacts(root, [p.relative_to(root) for p in files] + [REPORT])
         manifest.reports["rtl"] = result
         manifest.save(root)
