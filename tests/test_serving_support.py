@@ -5,7 +5,12 @@ small OIP peers for the cloud's failure modes."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import functools
 import json
+import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -148,16 +153,7 @@ class NumpyBoardBackend:
         self._unhang.set()
 
 
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj))
-
-
 # ---- servers shared by the serving tests (one TensorFlow load per test session) ------------------------------
-import atexit  # noqa: E402
-import contextlib  # noqa: E402
-import functools  # noqa: E402
-import socket  # noqa: E402
-import tempfile  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)

@@ -222,3 +222,21 @@ def test_batcher_rejects_when_full_and_reports_a_hung_backend():
         return r
 
     assert np.array_equal(asyncio.run(main()).y, np.ones((1, 2)))
+
+
+# ---- module boundaries ---------------------------------------------------------------------------------------
+def _imported_after(modules: str) -> set[str]:
+    import subprocess
+    import sys
+
+    code = f"import sys, {modules}; print(' '.join(sorted(m.split('.')[0] for m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return set(out.stdout.split())
+
+
+def test_gateway_side_never_imports_tensorflow_and_cloud_side_never_imports_pynq():
+    gateway = _imported_after("lepton_hls.serving.gateway, lepton_hls.serving.demo, lepton_hls.serving.edge, "
+                              "lepton_hls.commands.serve")
+    assert "tensorflow" not in gateway and "keras" not in gateway
+    cloud = _imported_after("lepton_hls.serving.cloud_server, lepton_hls.serving.triton_export")
+    assert "pynq" not in cloud

@@ -198,6 +198,8 @@ class DynamicBatcher:
                         await call
                     except Exception:
                         pass
+                elif call is not None and not call.cancelled():
+                    call.exception()  # retrieved: the error is reported through `err`
                 self._busy_since = None
                 continue
             self._busy_since = None
@@ -223,8 +225,10 @@ class DynamicBatcher:
         return y, err
 
     async def _await_call(self, call: asyncio.Future, n: int):
+        # The backend was given compute_timeout_s itself; this guard, a little later, is for one that ignores it.
+        guard = self.config.compute_timeout_s * 1.2 + 0.05
         try:
-            return await asyncio.wait_for(asyncio.shield(call), self.config.compute_timeout_s), None
+            return await asyncio.wait_for(asyncio.shield(call), guard), None
         except asyncio.TimeoutError:
             return None, EdgeUnavailable(
                 f"{self.name} backend did not answer a batch of {n} within {self.config.compute_timeout_s:.3g} s "

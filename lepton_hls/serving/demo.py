@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -112,6 +114,11 @@ async def _send_all(url: str, model: str, input_name: str, samples, concurrency:
     return results
 
 
+def _burst(args) -> list[dict]:
+    """Runs in the client process: the load must not share the gateway's interpreter (and its GIL)."""
+    return asyncio.run(_send_all(*args))
+
+
 def _inject(backend, fault: str | None) -> str:
     device = getattr(getattr(backend, "accelerator", None), "device", None)
     if device is None or not hasattr(device, "inject"):
@@ -186,7 +193,7 @@ def plot_histogram(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run_serving_demo(package_dir, out_dir, requests: int = 600, rate: float = 150.0, concurrency: int = 16,
+def run_serving_demo(package_dir, out_dir, requests: int = 600, rate: float = 100.0, concurrency: int = 16,
                      board: str = "emulated-board", fault: str = "hang") -> dict:
     """Cloud server + gateway on the emulated board + a bounded mixed burst with an injected board fault."""
     package_dir, out_dir = Path(package_dir), Path(out_dir)
@@ -214,7 +221,8 @@ def run_serving_demo(package_dir, out_dir, requests: int = 600, rate: float = 15
                                 typical=typical_data(manifest))
         app, service = create_gateway(manifest, backend, config)
         records, phase_fracs, start = [], {}, 0
-        with ServerThread(app) as gw:
+        client = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        with ServerThread(app) as gw, client:
             for (phase, share), action in zip(PHASES, (None, fault, "clear")):
                 if action == "clear":
                     _inject(backend, None)
@@ -224,8 +232,8 @@ def run_serving_demo(package_dir, out_dir, requests: int = 600, rate: float = 15
                 elif action is not None:
                     _inject(backend, action)
                 n = round(requests * share) if phase != PHASES[-1][0] else len(samples) - start
-                part = asyncio.run(_send_all(gw.url, service.name, service.input.name, samples[start : start + n],
-                                             concurrency, rate))
+                part = client.submit(_burst, (gw.url, service.name, service.input.name, samples[start : start + n],
+                                              concurrency, rate)).result(timeout=600)
                 for r in part:
                     r["phase"] = phase
                 records += part
