@@ -54,6 +54,7 @@ class CorePort:
     name: str
     count: int | None  # io_parallel: array length; io_stream: unknown here (checked at compile time)
     stream: bool = False
+    beat: int | None = None  # io_stream: values per stream beat (K of nnet::array<T, K>)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,16 @@ def read_core_signature(hls_dir: str | Path, project_name: str = "myproject") ->
         raise IpGenerationError(
             f"{project_name}() has {len(ports)} array arguments; the stream wrapper handles one input and one output"
         )
+    if ports[0].stream:
+        # The beat size K of nnet::array<T, K>, so the wrapper's internal FIFOs get literal depths.
+        text = defines_h.read_text() if defines_h.is_file() else ""
+        ports = [CorePort(p.c_type, p.name, None, True, _beat_size(text, p.c_type, defines)) for p in ports]
     return CoreSignature(function=project_name, inputs=(ports[0],), outputs=(ports[1],))
+
+
+def _beat_size(defines_text: str, type_name: str, defines: dict[str, int]) -> int | None:
+    m = re.search(rf"typedef\s+nnet::array<.*,\s*([\w\s*]+?)\s*>\s+{re.escape(type_name)}\s*;", defines_text)
+    return _array_size(m.group(1), defines) if m else None
 
 
 def _array_size(expr: str, defines: dict[str, int]) -> int | None:
@@ -155,6 +165,8 @@ class WrapperSpec:
     in_format: FixedFormat
     out_format: FixedFormat
     io_stream: bool = False
+    in_beat: int | None = None
+    out_beat: int | None = None
 
     @property
     def in_lane(self) -> int:
@@ -188,6 +200,9 @@ class WrapperSpec:
             "in_type": self.in_type,
             "out_type": self.out_type,
             "io_stream": str(int(self.io_stream)),
+            # FIFO depths inside the io_stream adapter: one sample's beats (an upper bound if K is unknown)
+            "in_fifo_depth": str(self.n_in // self.in_beat if self.in_beat else self.n_in),
+            "out_fifo_depth": str(self.n_out // self.out_beat if self.out_beat else self.n_out),
         }
 
 
@@ -216,6 +231,8 @@ def wrapper_spec(manifest: Manifest, hls_dir: str | Path, accel: str = ACCEL_NAM
         in_format=tin.format,
         out_format=tout.format,
         io_stream=cin.stream,
+        in_beat=cin.beat,
+        out_beat=cout.beat,
     )
     per_word = WORD_BITS // spec.in_lane
     if spec.n_in < per_word:

@@ -204,7 +204,12 @@ def test_generated_sources_name_the_core_and_formats(built):
     assert "typedef ap_axiu<32, 0, 0, 0> axis_word_t;" in hdr
     assert f"#define LEPTON_IN_LANE {spec.in_lane}" in hdr
     assert f"#define LEPTON_N_OUT {spec.n_out}" in hdr
-    assert f"myproject(x, y)" in hdr
+    if spec.io_stream:
+        # 6x6 pixels of 2 channels in, one beat of 4 out: literal FIFO depths of one sample's beats
+        assert (spec.in_beat, spec.out_beat) == (2, 4)
+        assert "depth=36" in hdr and "depth=1" in hdr and "myproject(core_in, core_out)" in hdr
+    else:
+        assert "myproject(x, y)" in hdr
 
 
 def test_mismatched_manifest_is_refused(built, tmp_path):
