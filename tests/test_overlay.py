@@ -173,6 +173,9 @@ def test_block_design_has_the_blocks_connections_addresses_and_clock(package, bo
     assert rec.cells["axi_dma_0"].startswith("xilinx.com:ip:axi_dma:")
     assert rec.cells["lepton_accel_0"] == "lepton:hls:lepton_accel:1.0"
     assert rec.cells[ps].split(":")[2] in ("processing_system7", "zynq_ultra_ps_e")
+    board_part = next(a for a in rec.named("set_property") if a[0] == "board_part")[1]
+    assert board_part == {"pynq-z2": "tul.com.tw:pynq-z2:part0:*", "zcu104": "xilinx.com:zcu104:part0:*",
+                          "kv260": "xilinx.com:kv260_som:part0:*"}[board]  # fmt: skip
     assert {"ps_ctrl_interconnect", "dma_mem_interconnect", "rst_ps_pl"} <= set(rec.cells)
 
     # Streams through the accelerator, control from the PS, data to DDR through the high-performance port.
