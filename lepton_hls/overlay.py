@@ -280,8 +280,8 @@ def build_overlay(project: OverlayProject, progress: Callable[[str], None] | Non
         if not f.is_file():
             raise OverlayError(f"Vivado finished but {f} was not written; see {out / 'vivado.log'}")
     plan = project.plan
-    plan.timing = reports.parse_timing_summary(out / "timing_summary.rpt").to_dict()
-    plan.utilization = reports.parse_utilization(out / "utilization.rpt").to_dict()
+    plan.timing = reports.parse_timing_summary(out / "timing_summary.rpt").to_dict() | {"source": "overlay/timing_summary.rpt"}
+    plan.utilization = reports.parse_utilization(out / "utilization.rpt").to_dict() | {"source": "overlay/utilization.rpt"}
     plan.bitstream, plan.hwh = f"overlay/{bit.name}", f"overlay/{hwh.name}"
     plan.bitstream_sha256 = sha256_file(bit)
     plan.built = True

@@ -311,6 +311,7 @@ def test_overlay_runs_both_tools_and_records_bitstream_timing_and_utilization(pa
     assert o["built"] is True and o["bitstream"] == "overlay/lepton.bit" and o["hwh"] == "overlay/lepton.hwh"
     assert o["bitstream_sha256"] == hashlib.sha256(bit.read_bytes()).hexdigest() == m.artifacts["overlay/lepton.bit"]
     assert o["timing"]["wns_ns"] == -0.089 and o["timing"]["met"] is False
+    assert o["timing"]["source"] == "overlay/timing_summary.rpt"
     assert o["utilization"]["used"]["LUT"] == 1526
     assert "NOT MET" in proc.stdout
     # The wrapper was checked against the core in C simulation before the tools ran.

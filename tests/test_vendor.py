@@ -244,4 +244,6 @@ def test_synth_cli_records_the_reports_in_the_manifest(tmp_path, stub_env):
     assert synth["csynth"]["resources"]["LUT"] == 2532 and synth["cosim"]["status"] == "Pass"
     assert synth["vivado_synth"]["used"]["DSP"] == 66
     assert "reports/synth.json" in m.artifacts
+    assert synth["csynth"]["source"] == "hls/myproject_prj/solution1/syn/report/myproject_csynth.xml"
+    assert synth["log"] == "reports/synth.log"
     assert json.loads((pkg / "reports" / "synth.json").read_text()) == synth

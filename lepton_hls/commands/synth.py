@@ -33,7 +33,7 @@ def run(args) -> int:
     result = run_hls4ml_build(pkg / "hls", project=manifest.hls.project_name, csim=args.csim,
                               cosim=not args.no_cosim, vsynth=not args.no_vsynth,
                               log_dir=pkg / "reports", progress=stderr_progress("hls"))  # fmt: skip
-    report = result.to_dict()
+    report = _relative_sources(result.to_dict(), pkg)
     out = pkg / "reports" / "synth.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -53,3 +53,22 @@ def run(args) -> int:
         print("  Vivado OOC synthesis: " + ", ".join(f"{k} {v:g}" for k, v in result.vivado.used.items()))
     print(f"  report: {out}")
     return 0
+
+
+def _relative_sources(report: dict, pkg) -> dict:
+    """Report paths inside the package are stored relative to it, so the package can move."""
+    from pathlib import Path
+
+    root = Path(pkg).resolve()
+
+    def rel(p):
+        try:
+            return Path(p).resolve().relative_to(root).as_posix()
+        except (ValueError, TypeError):
+            return p
+
+    out = dict(report, log=rel(report.get("log")))
+    for key in ("csynth", "cosim", "vivado_synth"):
+        if out.get(key):
+            out[key] = dict(out[key], source=rel(out[key].get("source")))
+    return out
