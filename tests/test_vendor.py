@@ -191,6 +191,17 @@ def test_hls4ml_build_runs_the_tool_with_the_requested_steps_and_parses_its_repo
     assert "C/RTL SYNTHESIS COMPLETED" in Path(result.log).read_text()
 
 
+def test_hls4ml_build_of_a_vivado_backend_project_passes_switches_on_the_command_line(tmp_path, stub_env):
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    shutil.copy(HLS4ML_TEMPLATES / "vivado" / "build_prj.tcl", hls / "build_prj.tcl")  # reads $::argv
+    result = run_hls4ml_build(hls, cosim=False, vsynth=False)
+    (call,) = stub_env()
+    assert call["argv"] == ["-f", "build_prj.tcl", "-tclargs",
+                            "reset=1 csim=0 synth=1 cosim=0 validation=0 export=0 vsynth=0 fifo_opt=0"]  # fmt: skip
+    assert not (hls / "build_opt.tcl").exists() and result.csynth.latency_max == 10
+
+
 def test_hls4ml_build_without_cosim_or_vivado(tmp_path, stub_env):
     hls = fake_hls_project(tmp_path)
     result = run_hls4ml_build(hls, cosim=False, vsynth=False)
@@ -247,3 +258,14 @@ def test_synth_cli_records_the_reports_in_the_manifest(tmp_path, stub_env):
     assert synth["csynth"]["source"] == "hls/myproject_prj/solution1/syn/report/myproject_csynth.xml"
     assert synth["log"] == "reports/synth.log"
     assert json.loads((pkg / "reports" / "synth.json").read_text()) == synth
+
+
+def test_vivado_accelerator_reports_are_found_under_the_axi_top(tmp_path):
+    from lepton_hls.vendor.hls4ml_build import find_report
+
+    report = tmp_path / "myproject_prj" / "solution1" / "syn" / "report"
+    report.mkdir(parents=True)
+    shutil.copy(DATA / "hls4ml_vivado2020.1_myproject_csynth.xml", report / "myproject_axi_csynth.xml")
+    found = find_report(tmp_path, "myproject", "syn/report", "myproject_csynth.xml")
+    assert found == report / "myproject_axi_csynth.xml"
+    assert find_report(tmp_path, "myproject", "sim/report", "myproject_cosim.rpt") is None

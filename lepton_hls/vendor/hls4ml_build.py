@@ -47,8 +47,12 @@ def write_build_options(hls_dir: Path, steps: dict[str, bool]) -> Path:
 
 
 def find_report(hls_dir: Path, project: str, sub: str, name: str) -> Path | None:
-    hits = sorted(hls_dir.glob(f"{project}_prj/*/{sub}/{name}"))
-    return hits[0] if hits else None
+    """`name` under the solution, or its `_axi` twin (VivadoAccelerator's top is `<project>_axi`)."""
+    for candidate in (name, name.replace(project, f"{project}_axi", 1)):
+        hits = sorted(hls_dir.glob(f"{project}_prj/*/{sub}/{candidate}"))
+        if hits:
+            return hits[0]
+    return None
 
 
 def run_hls4ml_build(hls_dir: str | Path, project: str = "myproject", csim: bool = False, synth: bool = True,
@@ -57,21 +61,31 @@ def run_hls4ml_build(hls_dir: str | Path, project: str = "myproject", csim: bool
     hls = Path(hls_dir)
     if not (hls / "build_prj.tcl").is_file():
         raise reports.ReportError(f"{hls} has no build_prj.tcl: not an hls4ml project directory")
-    tool = find_tool(["vitis-run", "vitis_hls"], "run C synthesis and co-simulation (Vitis HLS)")
+    # hls4ml's Vitis backend script sources build_opt.tcl; the Vivado / VivadoAccelerator one reads
+    # "reset=1 csim=0 ..." from its command line and was written for vivado_hls (Vitis HLS runs it too).
+    reads_options_file = "build_opt.tcl" in (hls / "build_prj.tcl").read_text()
+    names = ["vitis-run", "vitis_hls"] if reads_options_file else ["vivado_hls", "vitis_hls"]
+    tool = find_tool(names, "run C synthesis and co-simulation (Vitis HLS)")
     if vsynth:
         find_tool(["vivado"], "run Vivado out-of-context synthesis (hls4ml's build_prj.tcl calls `vivado`)")
     steps = {"reset": True, "csim": csim, "synth": synth or cosim or vsynth, "cosim": cosim, "vsynth": vsynth}
+    log = Path(log_dir or hls) / "synth.log"
+    if reads_options_file:
+        argv = hls_command(tool, "build_prj.tcl")
+    else:
+        switches = " ".join(f"{k}={int(bool(steps.get(k, False)))}" for k in STEPS)
+        argv = [tool.path, "-f", "build_prj.tcl"] + (["-tclargs"] if tool.name == "vitis_hls" else []) + [switches]
     options = hls / "build_opt.tcl"
     # build_opt.tcl is part of the packaged project (and of its checksums): put the original back afterwards.
     original = options.read_bytes() if options.is_file() else None
-    write_build_options(hls, steps)
-    log = Path(log_dir or hls) / "synth.log"
+    if reads_options_file:
+        write_build_options(hls, steps)
     try:
-        run = run_tool(hls_command(tool, "build_prj.tcl"), cwd=hls, log=log, progress=progress)
+        run = run_tool(argv, cwd=hls, log=log, progress=progress)
     finally:
-        if original is None:
+        if reads_options_file and original is None:
             options.unlink(missing_ok=True)
-        else:
+        elif original is not None:
             options.write_bytes(original)
     result = SynthResult(log=str(log), tool=tool.name, seconds=run.seconds, steps={k: bool(v) for k, v in steps.items()})
     if steps["synth"]:
