@@ -106,7 +106,6 @@ class CsimEmulator(Emulator):
         lib_path = root / CSIM_LIB
         if not lib_path.is_file():
             raise EmulationError(f"{root}: {CSIM_LIB} is missing; rebuild the package with `lepton-hls build`")
-        _check_weights_dir(lib_path)
         project_name = project_name or _project_name(root)
         try:
             # RTLD_LOCAL keeps two packages' identically named symbols apart.
@@ -118,6 +117,7 @@ class CsimEmulator(Emulator):
         fn.restype = None
         fn.argtypes = [ptr, ptr]
         self._fn = fn
+        _check_first_call(lib_path, fn, self.input.size, self.output.size)
 
     def predict(self, x) -> np.ndarray:
         """Pass float64 values straight to the C simulation, which quantizes them itself."""
@@ -195,18 +195,30 @@ def _project_name(root: Path) -> str:
     return "myproject"
 
 
-def _check_weights_dir(lib_path: Path) -> None:
-    """A C simulation compiled with hls4ml's WriteWeightsTxt reads its weights at first call from an absolute
-    directory baked into the library, and calls exit(1) when it is gone: refuse it here instead."""
-    data = lib_path.read_bytes()
-    marker = b"/firmware/weights\x00"
-    at = data.find(marker)
-    if at < 0:
+def _check_first_call(lib_path: Path, fn, n_in: int, n_out: int) -> None:
+    """A C simulation compiled with hls4ml's default WriteWeightsTxt reads its weights at its first call from
+    the absolute directory it was compiled in, and calls exit(1) when they are gone (a package moved or copied
+    without its hls/ project). Make that first call in a forked child, so such a library is refused with a
+    message instead of ending this process."""
+    if b"load_weights_from_txt" not in lib_path.read_bytes() or not hasattr(os, "fork"):
         return
-    start = data.rfind(b"\x00", 0, at) + 1
-    weights_dir = data[start : at + len(marker) - 1].decode(errors="replace")
-    if not Path(weights_dir).is_dir():
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: only the library call, then leave without running Python's exit handlers
+        try:
+            os.dup2(write_end, 1)
+            os.dup2(write_end, 2)
+            fn(np.zeros(n_in), np.zeros(n_out))
+            os._exit(0)
+        except BaseException:
+            os._exit(3)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as r:
+        said = r.read().decode(errors="replace").strip()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        detail = said.splitlines()[0] if said else "it exited at its first call"
         raise EmulationError(
-            f"{lib_path} reads its weights from {weights_dir}, which no longer exists; rebuild the package "
-            "(convert with write_weights_txt=False so the weights are compiled into the library)"
+            f"{lib_path} cannot run: {detail}. It reads its weights from the hls4ml project it was compiled in; "
+            "rebuild the package (convert with write_weights_txt=False so the weights are compiled into the library)"
         )

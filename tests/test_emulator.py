@@ -1,0 +1,142 @@
+"""Both emulators on a package directory: the ctypes C simulation against hls4ml's own predict, the fast engine
+against the C simulation, on floats and on raw stream integers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lepton_host.emulator import CsimEmulator, FastEmulator, load_emulator
+from lepton_host.errors import EmulationError, InputShapeError, LeptonError
+
+EXAMPLES = Path("/work/shared/models/example-models")
+_here = Path(__file__).resolve().parent
+for candidate in (_here.parent / "shared" / "models" / "example-models", _here.parent.parent / "shared" / "models" / "example-models"):
+    if candidate.is_dir():
+        EXAMPLES = candidate
+
+
+@pytest.fixture(scope="session")
+def jet_package(tmp_path_factory):
+    """qkeras_3layer (the jet tagger example) compiled by hls4ml, packaged as emulation/ + engine/ (weights
+    in text files beside the project, as hls4ml writes them by default)."""
+    import hls4ml
+    import tensorflow as tf
+    from qkeras.utils import _add_supported_quantized_objects
+
+    from lepton_hls.engine_export import export_emulation
+
+    if not (EXAMPLES / "qkeras_3layer.json").is_file():
+        pytest.skip(f"example models not found under {EXAMPLES}")
+    co: dict = {}
+    _add_supported_quantized_objects(co)
+    model = tf.keras.models.model_from_json((EXAMPLES / "qkeras_3layer.json").read_text(), custom_objects=co)
+    model.load_weights(str(EXAMPLES / "qkeras_3layer_weights.h5"))
+    root = tmp_path_factory.mktemp("jet")
+    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    hls_model = hls4ml.converters.convert_from_keras_model(
+        model, hls_config=cfg, output_dir=str(root / "hls"), backend="Vitis", io_type="io_parallel"
+    )
+    hls_model.compile()
+    export_emulation(hls_model, root / "pkg")
+    return hls_model, root / "pkg"
+
+
+def _batches(shape, fmt):
+    rng = np.random.default_rng(11)
+    return {
+        "grid": fmt.cast(rng.normal(0, 1, (300, *shape))),
+        "off": rng.normal(0, 2, (300, *shape)),
+        "saturating": rng.normal(0, 1, (300, *shape)) * rng.choice([1.0, 50.0, 5000.0], size=(300, *shape)),
+    }
+
+
+def test_csim_emulator_is_hls4ml_predict(jet_package):
+    hls_model, pkg = jet_package
+    emu = CsimEmulator(pkg)
+    for kind, x in _batches(emu.input.shape, emu.input.format).items():
+        ours = emu.predict(x)
+        theirs = np.asarray(hls_model.predict(np.ascontiguousarray(x, dtype=np.float64)), dtype=np.float64)
+        np.testing.assert_array_equal(ours, theirs.reshape(ours.shape), err_msg=kind)
+        assert ours.dtype == np.float64
+
+
+def test_fast_emulator_matches_csim_on_floats_and_raw_words(jet_package):
+    _, pkg = jet_package
+    csim, fast = CsimEmulator(pkg), FastEmulator(pkg)
+    assert (fast.input, fast.output) == (csim.input, csim.output)
+    for kind, x in _batches(csim.input.shape, csim.input.format).items():
+        np.testing.assert_array_equal(fast.predict(x), csim.predict(x), err_msg=kind)
+    # Raw integers as unpacked from stream words, including values outside the format (the lanes are wider
+    # than the format): both wrap them like the C simulation's input conversion.
+    fmt = csim.input.format
+    rng = np.random.default_rng(5)
+    raw = rng.integers(fmt.raw_min * 3, fmt.raw_max * 3, size=(400, *csim.input.shape), dtype=np.int64)
+    out_c, out_f = csim.predict_raw(raw), fast.predict_raw(raw)
+    assert out_c.dtype == out_f.dtype == np.int64
+    np.testing.assert_array_equal(out_f, out_c)
+    assert out_c.min() >= csim.output.format.raw_min and out_c.max() <= csim.output.format.raw_max
+
+
+def test_predict_raw_agrees_with_predict(jet_package):
+    _, pkg = jet_package
+    for engine in ("fast", "csim"):
+        emu = load_emulator(pkg, engine)
+        x = np.random.default_rng(2).normal(0, 1, (64, *emu.input.shape))
+        raw_out = emu.predict_raw(emu.input.format.quantize(x))
+        np.testing.assert_array_equal(emu.output.format.to_float(raw_out), emu.predict(x))
+
+
+def test_trace_names_every_layer(jet_package):
+    _, pkg = jet_package
+    fast = FastEmulator(pkg)
+    trace = fast.trace_raw(np.zeros((3, *fast.input.shape), dtype=np.int64))
+    assert fast.output.name in trace and fast.input.name in trace
+    assert all(v.shape[0] == 3 for v in trace.values())
+
+
+def test_errors_are_actionable(jet_package, tmp_path):
+    hls_model, pkg = jet_package
+    with pytest.raises(EmulationError, match="unknown emulator engine"):
+        load_emulator(pkg, "verilog")
+    with pytest.raises(InputShapeError, match=r"\(N, 16\)"):
+        FastEmulator(pkg).predict(np.zeros((4, 15)))
+    with pytest.raises(LeptonError):
+        FastEmulator(tmp_path)
+    # A package without its C simulation library.
+    no_lib = tmp_path / "no_lib"
+    shutil.copytree(pkg, no_lib)
+    (no_lib / "emulation" / "csim.so").unlink()
+    with pytest.raises(EmulationError, match="csim.so is missing"):
+        CsimEmulator(no_lib)
+
+
+def test_csim_library_whose_weight_files_are_gone_is_refused(tmp_path):
+    """hls4ml's default C simulation reads its weights at first call from the project's absolute path and calls
+    exit(1) when they are gone; the emulator refuses such a library instead of letting it kill the process."""
+    import tensorflow as tf
+    from tensorflow.keras import layers
+
+    import hls4ml
+    from lepton_hls.engine_export import export_emulation
+
+    inp = layers.Input((4,), name="a")
+    model = tf.keras.Model(inp, layers.Dense(2, name="b")(inp))
+    hls_model = hls4ml.converters.convert_from_keras_model(
+        model, hls_config=hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis"),
+        output_dir=str(tmp_path / "hls"), backend="Vitis", io_type="io_parallel",
+    )
+    hls_model.compile()
+    export_emulation(hls_model, tmp_path / "pkg")
+    x = np.ones((2, 4))
+    np.testing.assert_array_equal(CsimEmulator(tmp_path / "pkg").predict(x), FastEmulator(tmp_path / "pkg").predict(x))
+    # The package alone, without the project it was compiled in (a fresh copy: the library loaded above
+    # already holds its weights).
+    shutil.copytree(tmp_path / "pkg", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "hls" / "firmware" / "weights")
+    with pytest.raises(EmulationError, match="write_weights_txt=False") as err:
+        CsimEmulator(tmp_path / "moved")
+    assert "does not exist" in str(err.value)  # the library's own complaint, naming the missing file
