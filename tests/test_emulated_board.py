@@ -284,3 +284,53 @@ def test_transfers_are_sized_to_the_batch(tiny, dev):
     dma.transfers.clear()
     acc.predict(inputs(40))  # larger than the buffers: 16 + 16 + 8 samples
     assert [b for ch, _, b in dma.transfers if ch == "mm2s"] == [4 * words_for(k * 16, m.input.format) for k in (16, 16, 8)]
+
+
+# ---- every zoo and example model, built by `lepton-hls build` (slow) ------------------------------------------
+EXAMPLES = Path("/work/shared/models/example-models")
+ALL_MODELS = ["jet_tagger", "digits_cnn", "anomaly_ae"] + [
+    str(EXAMPLES / f"{n}.json") for n in ("qkeras_3layer", "qkeras_mnist_cnn", "KERAS_3layer", "KERAS_conv2d_model")
+]
+
+
+@pytest.fixture(scope="session")
+def built_packages(tmp_path_factory):
+    cache: dict = {}
+
+    def get(model):
+        if model not in cache:
+            from lepton_hls.build import build_package
+            from lepton_hls.build_config import load_config
+
+            if model.endswith(".json") and not Path(model).is_file():
+                pytest.skip(f"{model} is not on this machine")
+            out = tmp_path_factory.mktemp(Path(model).stem)
+            build_package(model, out / "pkg", load_config(None), verify_samples=200)
+            cache[model] = out / "pkg"
+        return cache[model]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["csim", "fast"])
+@pytest.mark.parametrize("model", ALL_MODELS, ids=lambda m: Path(m).stem)
+def test_every_model_on_the_emulated_board_matches_its_c_simulation(built_packages, model, engine):
+    from lepton_host.emulator import load_emulator
+
+    pkg = built_packages(model)
+    m = load_manifest(pkg)
+    d = board.enable()
+    d.clear()
+    d.attach(load_emulator(pkg, engine), model_sha256=m.model.sha256)
+    csim = CsimEmulator(pkg)
+    acc = Accelerator.load(pkg, device=d, max_batch=4, timeout_s=30.0)
+    rng = np.random.default_rng(7)
+    fmt = m.input.format
+    for n in (1, 7, 9):  # 7 and 9 exceed the 4-sample buffers: streamed in chunks
+        y_model = rng.uniform(max(fmt.min_value, -4), min(fmt.max_value, 4), size=(n,) + tuple(m.input.shape))
+        pre = m.preprocessing
+        x = y_model if pre.kind == "identity" else y_model * np.asarray(pre.scale) + np.asarray(pre.mean)
+        expected = csim.predict(pre.apply(x)).reshape((n,) + tuple(m.output.shape))
+        np.testing.assert_array_equal(acc.predict(x), expected)
+    acc.close()

@@ -400,20 +400,27 @@ class Accelerator:
 
 def _find_bitstream(package_dir: Path, manifest: Manifest, device) -> Path:
     """The package's own overlay when vendor tools built one; on the emulated board, one generated from the
-    manifest (the emulated board needs only the .hwh)."""
+    manifest unless the package's .hwh already describes an emulatable accelerator."""
+    report = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
+    candidates = [package_dir / report["bitstream"]] if report.get("bitstream") else []
     overlay_dir = package_dir / "overlay"
-    bits = sorted(p for p in overlay_dir.glob("*.bit") if p.with_suffix(".hwh").is_file()) if overlay_dir.is_dir() else []
+    if overlay_dir.is_dir():
+        candidates += sorted(overlay_dir.glob("*.bit"))
+    bits = [p for p in candidates if p.is_file() and p.with_suffix(".hwh").is_file()]
+    emulated = type(device).__name__ == "EmulatedBoard"
+    if emulated:
+        bits = [p for p in bits if 'NAME="C_STREAM"' in p.with_suffix(".hwh").read_text(errors="replace")]
     if bits:
         return bits[0]
-    if type(device).__name__ == "EmulatedBoard":
+    if emulated:
         from .board import write_overlay
 
         digest = manifest.to_dict()["digest"][:16]
         cache = Path(tempfile.gettempdir()) / "lepton-hls-emulated-overlays" / digest
         return write_overlay(manifest, cache, "lepton", name=manifest.model.name)
     raise ManifestError(
-        f"{package_dir} has no overlay/*.bit with its .hwh: build the bitstream (`lepton-hls overlay`) "
-        "or run on the emulated board"
+        f"{package_dir} has no bitstream with its .hwh (overlay/*.bit): build it with `lepton-hls overlay` and "
+        "Vivado, or run on the emulated board"
     )
 
 
