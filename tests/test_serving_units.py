@@ -240,3 +240,28 @@ def test_gateway_side_never_imports_tensorflow_and_cloud_side_never_imports_pynq
     assert "tensorflow" not in gateway and "keras" not in gateway
     cloud = _imported_after("lepton_hls.serving.cloud_server, lepton_hls.serving.triton_export")
     assert "pynq" not in cloud
+
+
+def test_idle_fast_backend_runs_directly_and_a_batching_window_queues():
+    calls = []
+
+    def predict(x, timeout=None):
+        calls.append(x.shape[0])
+        return x + 1.0
+
+    async def main():
+        direct = DynamicBatcher(predict, BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0))
+        windowed = DynamicBatcher(predict, BatcherConfig(max_batch_size=8, max_queue_delay_s=0.01))
+        for b in (direct, windowed):
+            b.start()
+            assert b.try_direct(np.zeros((1, 2))) is None  # no compute estimate yet: the first call is measured
+            await b.submit(np.zeros((1, 2)))
+        r = direct.try_direct(np.zeros((1, 2)))
+        assert r is not None and np.array_equal(r.y, np.ones((1, 2))) and r.queue_s == 0.0
+        assert windowed.try_direct(np.zeros((1, 2))) is None  # a lone sample waits for company
+        assert windowed.try_direct(np.zeros((8, 2))) is not None  # a full batch does not
+        for b in (direct, windowed):
+            await b.stop()
+
+    asyncio.run(main())
+    assert calls == [1, 1, 1, 8]

@@ -127,6 +127,35 @@ class DynamicBatcher:
         self._wakeup.set()
         return fut
 
+    def try_direct(self, x: np.ndarray) -> BatchResult | None:
+        """Run `x` at once in the caller's task when nothing would be gained by queueing: the backend is idle
+        and fast (inline-eligible), nothing waits, and no batching window applies (no delay configured, or `x`
+        fills a batch by itself). None: use `submit`."""
+        cfg = self.config
+        if (self._queue or self._busy_since is not None or not 0 < self._compute_ewma_s < cfg.inline_max_s
+                or (cfg.max_queue_delay_s > 0 and x.shape[0] < cfg.max_batch_size)):
+            return None
+        start = time.perf_counter()
+        if start < self._inline_blocked_until:
+            return None
+        self._busy_since = start
+        try:
+            y, err = self._call_inline(x)
+        finally:
+            self._busy_since = None
+        compute_s = time.perf_counter() - start
+        if err is None and y.shape[0] != x.shape[0]:
+            err = EdgeUnavailable(f"{self.name} backend returned {y.shape[0]} rows for {x.shape[0]}")
+        if err is not None:
+            self._inline_blocked_until = time.perf_counter() + cfg.inline_cooldown_s
+            self.last_error = str(err)
+            raise err
+        self.last_error = ""
+        self._compute_ewma_s = 0.8 * self._compute_ewma_s + 0.2 * compute_s
+        if self._on_batch:
+            self._on_batch(x.shape[0], 0.0, compute_s)
+        return BatchResult(y, 0.0, compute_s, x.shape[0])
+
     def _pop(self) -> _Item | None:
         while self._queue:
             item = self._queue.popleft()
