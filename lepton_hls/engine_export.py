@@ -156,10 +156,13 @@ class _Exporter:
             params["product"] = "exponential"
             params["exp_width"] = int(precision.width)
             params["data_width"] = int(self._in_format(layer).width)
-            # The product type as the project's (possibly patched) nnet_mult.h defines it.
-            params["product_format"] = _exponential_product_format(
-                self.model, layer.get_input_variable().type.name, wvar.type.name
-            ).to_dict()
+            # The product type as the project's (possibly patched) nnet_mult.h defines it, narrowed to the
+            # exact product of this layer's real exponents when it holds every one of them (a patched header's
+            # type spans the whole exponent range, wider than int64).
+            width, integer = _exponential_product_type(self.model, layer.get_input_variable().type.name, wvar.type.name)
+            exact = _exact_shift_format(self._in_format(layer), pairs[:, 1].astype(np.int64))
+            holds = width - integer >= exact.frac and integer >= exact.integer
+            params["product_format"] = (exact if holds else FixedFormat(width, integer)).to_dict()
             self.arrays[key + "kernel_sign"] = pairs[:, 0].astype(np.int64).reshape(kernel_rows, n_out)
             self.arrays[key + "kernel_exp"] = pairs[:, 1].astype(np.int64).reshape(kernel_rows, n_out)
             params["weight"] = None
@@ -351,7 +354,16 @@ def _compile_and_run(hls_model, body: str, what: str) -> str:
         return subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
 
 
-def _exponential_product_format(hls_model, data_type: str, weight_type: str) -> FixedFormat:
+def _exact_shift_format(x_fmt: FixedFormat, exponents: np.ndarray) -> FixedFormat:
+    """The narrowest signed type holding +-x * 2**e for every exponent e used and every x of `x_fmt`."""
+    left, right = max(int(exponents.max()), 0), max(-int(exponents.min()), 0)
+    integer = x_fmt.integer + left + (0 if x_fmt.signed else 1)
+    frac = x_fmt.frac + right
+    return FixedFormat(integer + frac, integer)
+
+
+def _exponential_product_type(hls_model, data_type: str, weight_type: str) -> tuple[int, int]:
+    """(width, integer bits) of hls4ml's power-of-two product type; may exceed what FixedFormat carries."""
     out = _compile_and_run(
         hls_model,
         f"""
@@ -367,7 +379,7 @@ int main() {{
         "the power-of-two product type",
     )
     width, integer, _ = (int(v) for v in out.split())
-    return FixedFormat(width, integer)
+    return width, integer
 
 
 def _softmax_tables(hls_model, config_cpp: str, impl: str, data_type: str) -> tuple[np.ndarray, np.ndarray]:
