@@ -327,3 +327,21 @@ def test_word_counts_match_the_wire_format(package):
     p = project.plan
     assert (p.in_lane_bits, p.out_lane_bits) == (16, 16)
     assert (p.in_words_max, p.out_words_max) == (24, int(np.ceil(3 * N_OUT / 2)))
+
+
+@pytest.mark.slow
+def test_overlay_for_a_zoo_package_built_by_lepton_hls(tmp_path):
+    """The whole build side up to the tool boundary on a real package: `build`, then `overlay` (wrapper
+    C simulation against the core, scripts), the package still verifying afterwards."""
+    pkg = tmp_path / "jet"
+    env = {**os.environ, "PATH": _path_without_vendor_tools()}
+    build = _cli(["build", "jet_tagger", "--out", str(pkg)], env=env)
+    assert build.returncode == 0, build.stderr[-2000:]
+    proc = _cli(["overlay", str(pkg), "--board", "pynq-z2", "--scripts-only"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    m = load_manifest(pkg)
+    o = m.reports["overlay"]
+    assert o["ip_csim"]["identical"] is True and o["dma"] == "axi_dma_0"
+    assert (o["in_lane_bits"], o["out_lane_bits"]) == (16, 16)
+    rec = run_tcl(pkg / "overlay" / "lepton_overlay.tcl")
+    assert ("axi_dma_0/M_AXIS_MM2S", "lepton_accel_0/in_stream") in rec.intf
