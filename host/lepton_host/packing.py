@@ -124,8 +124,6 @@ class LaneQuantizer:
         self.dtype = lane_dtype(fmt)
         self.per = lanes_per_word(fmt)
         self.scale = float(2.0 ** max(min(fmt.frac, 900), -900))
-        # TRN divides by 2**-frac (exact) instead of multiplying by 2**frac and flooring: one pass fewer
-        self._factor = 1.0 / self.scale if fmt.rounding == "TRN" else self.scale
         self.fast = (
             fmt.rounding in ("TRN", "RND", "RND_CONV") and fmt.saturation in ("WRAP", "SAT") and abs(fmt.frac) < 900
         )
@@ -143,7 +141,8 @@ class LaneQuantizer:
         self._plans = {}
         self._s = np.empty(n)
         self._i = np.empty(n, dtype=np.int64)
-        self._scale = np.full(min(n, 256), self._factor)
+        self._scale = np.full(min(n, 256), self.scale)
+        self._divisor = np.full(min(n, 256), 1.0 / self.scale)
         self._half = np.full(n, 0.5)
 
     def into(self, words: np.ndarray, x: np.ndarray) -> int:
@@ -159,8 +158,8 @@ class LaneQuantizer:
         plan = self._plans.get((n, id(lanes)))
         if plan is None or plan[0] is not lanes:
             plan = self._plan(n, lanes)
-        _, s, scale, body, pad, n_words = plan
-        if self._trn:  # floor(x * 2**frac) in one pass: floor division by an exact power of two
+        _, s, scale, body, pad, n_words, div = plan
+        if div:  # floor(x * 2**frac) in one pass: floor division by an exact power of two (small batches)
             np.floor_divide(x.reshape(-1), scale, out=s)
         else:
             np.multiply(x.reshape(-1), scale, out=s)
@@ -176,7 +175,7 @@ class LaneQuantizer:
             if not (-(2.0**61) < lo and hi < 2.0**61):
                 return pack_into(words, fmt.quantize(x), fmt)
             in_range = fmt.signed and self.lo + 1 < lo and hi < self.hi
-        if self._trn:
+        if div:
             pass
         elif self._round is None:  # RND: floor(x + 1/2)
             np.add(s, self._half[:n], out=s)
@@ -212,8 +211,10 @@ class LaneQuantizer:
             raise ValueError(f"{n} values of {self.fmt} need {n_words} words; the buffer holds {lanes.size // self.per}")
         pad = lanes[n : n_words * self.per] if n_words * self.per > n else None
         # A same-shape operand spares a small batch the scalar-broadcast setup; a large one the memory traffic.
-        scale = self._scale[:n] if n <= 256 else self._factor
-        plan = (lanes, self._s[:n], scale, lanes[:n], pad, n_words)
+        # Floor division costs an fmod per element: worth one pass fewer only where per-call overhead rules.
+        div = self._trn and n <= 256
+        scale = (self._divisor if div else self._scale)[:n] if n <= 256 else self.scale
+        plan = (lanes, self._s[:n], scale, lanes[:n], pad, n_words, div)
         self._plans[(n, id(lanes))] = plan
         return plan
 
