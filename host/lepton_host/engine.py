@@ -24,6 +24,7 @@ IR_VERSION = 1
 GRAPH_NAME = "graph.json"
 WEIGHTS_NAME = "weights.npz"
 FLOAT_EXACT = 2**53  # integers below this magnitude are exact in float64, and so is every sum that stays below it
+FLOAT32_EXACT = 2**24  # the same for float32, which halves the memory traffic
 CHUNK_ELEMENTS = 1 << 18  # per-chunk working set (int64 elements) of the widest layer
 LOOKUP_VALUES = 16  # inputs with at most this many possible values use per-value product tables
 
@@ -307,7 +308,8 @@ class _Mac:
             x_abs = max(abs(x_lo), abs(x_hi))
             bound = x_abs * int(np.abs(self.w).sum(axis=0).max(initial=0))
             self.use_float = bound < FLOAT_EXACT
-            self.wf = self.w.astype(np.float64) if self.use_float else None
+            self.ftype = np.float32 if bound < FLOAT32_EXACT else np.float64
+            self.wf = self.w.astype(self.ftype) if self.use_float else None
         self.lookup = None
         if not self.linear and wrap and x_hi - x_lo < LOOKUP_VALUES:
             # Few possible inputs: each value's row of converted products is a table, and the layer becomes
@@ -332,14 +334,11 @@ class _Mac:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.linear:
             if self.use_float:
-                xf = x if x.dtype == np.float64 else x.astype(np.float64)
+                xf = x if x.dtype == self.ftype else x.astype(self.ftype)
                 s = (xf @ self.wf).astype(np.int64)
             else:
                 s = x @ self.w  # int64 wraps modulo 2**64: exact modulo 2**width for WRAP accumulators
-            if self.shift:
-                s <<= self.shift
-            s += self.bias
-            return self.accum.overflow(s) if self.overflow else s
+            return self.finish(s)
         if self.lookup is not None:
             dtype = np.float64 if self.lookup_float else np.int64
             s = np.zeros((len(x), self.n_out), dtype=dtype)
@@ -355,6 +354,13 @@ class _Mac:
         for i in range(self.n_in):
             acc = self.accum.overflow(acc + p[:, i, :])
         return acc
+
+    def finish(self, s: np.ndarray) -> np.ndarray:
+        """Sums of exact products (int64, product fraction bits) -> accumulators: scale, add the bias, overflow."""
+        if self.shift:
+            s <<= self.shift
+        s += self.bias
+        return self.accum.overflow(s) if self.overflow else s
 
     def _products(self, x: np.ndarray) -> np.ndarray:
         if self.product == "mult":
@@ -397,6 +403,8 @@ def _conv(layer, p, ins, fmt, arrays):
     mac = _Mac(layer, p, ins[0].format, arrays, x_lo, x_hi)
     conv = _Convert(mac.accum.frac, fmt, *mac.bounds)
     as_float = mac.linear and mac.use_float
+    sh, sw = int(p["stride_height"]), int(p["stride_width"])
+    pads = ((0, 0), (int(p["pad_top"]), int(p["pad_bottom"])), (int(p["pad_left"]), int(p["pad_right"])), (0, 0))
     ih, iw, ch = int(p["in_height"]), int(p["in_width"]), int(p["n_chan"])
     kh, kw, nf = int(p["filt_height"]), int(p["filt_width"]), int(p["n_filt"])
     oh, ow = int(p["out_height"]), int(p["out_width"])
@@ -405,13 +413,29 @@ def _conv(layer, p, ins, fmt, arrays):
     def fn(xs):
         x = xs[0]
         n = len(x)
-        if as_float:  # convert before the window copy: the windows repeat every input value kh*kw times
-            x = x.astype(np.float64)
+        if as_float:
+            # One small matrix product per kernel offset, summed: no im2col copy. Exact, since every partial
+            # sum is bounded like the full one (below 2**53).
+            xf = x.astype(mac.ftype).reshape(n, ih, iw, ch)
+            if padded:
+                xf = np.pad(xf, pads)
+            s = np.zeros((n, oh, ow, nf), dtype=mac.ftype)
+            for a in range(kh):
+                for b in range(kw):
+                    window = xf[:, a : a + (oh - 1) * sh + 1 : sh, b : b + (ow - 1) * sw + 1 : sw, :]
+                    if ch >= 8:
+                        s += window @ w_off[a, b]
+                    else:  # a matrix product this thin is slower than broadcasting, channel by channel
+                        for c in range(ch):
+                            s += window[..., c : c + 1] * w_off[a, b, c]
+            return conv(mac.finish(s.reshape(-1, nf).astype(np.int64))).reshape((n,) + out_shape)
         win = _windows(x.reshape(n, ih, iw, ch), p, kh, kw, 0)
         cols = win.reshape(n * oh * ow, kh * kw * ch)
         return conv(mac(cols)).reshape((n,) + out_shape)
 
-    return fn, oh * ow * (kh * kw * ch + nf + mac.work), conv.bounds
+    w_off = mac.wf.reshape(kh, kw, ch, nf) if as_float else None
+    work = 2 * ih * iw * ch + 3 * oh * ow * nf if as_float else oh * ow * (kh * kw * ch + nf + mac.work)
+    return fn, work, conv.bounds
 
 
 def _pool(layer, p, ins, fmt, arrays):
