@@ -44,14 +44,15 @@ class PortSpec:
         return int(np.prod(self.shape)) if self.shape else 1
 
 
-def read_ports(package_dir: str | os.PathLike) -> tuple[PortSpec, PortSpec]:
-    """The input and output ports: from `manifest.json` when the package has one, else from the engine graph
-    (a package being assembled has the graph before its manifest)."""
+def read_ports(package_dir: str | os.PathLike, verify: tuple[str, ...] = ()) -> tuple[PortSpec, PortSpec]:
+    """The input and output ports: from `manifest.json` when the package has one (checking the sha256 of the
+    artifacts under the `verify` paths), else from the engine graph (a package being assembled has the graph
+    before its manifest)."""
     root = Path(package_dir)
     if (root / "manifest.json").is_file():
         from .manifest import load_manifest
 
-        m = load_manifest(root, verify=False)
+        m = load_manifest(root, verify=bool(verify), only=list(verify) or None)
         i, o = m.input, m.output
         return PortSpec(i.name, tuple(i.shape), i.format), PortSpec(o.name, tuple(o.shape), o.format)
     graph_path = root / ENGINE_DIR / GRAPH_NAME
@@ -102,7 +103,7 @@ class CsimEmulator(Emulator):
 
     def __init__(self, package_dir: str | os.PathLike, project_name: str | None = None):
         root = Path(package_dir)
-        self.input, self.output = read_ports(root)
+        self.input, self.output = read_ports(root, verify=(CSIM_LIB.as_posix(),))
         lib_path = root / CSIM_LIB
         if not lib_path.is_file():
             raise EmulationError(f"{root}: {CSIM_LIB} is missing; rebuild the package with `lepton-hls build`")
@@ -150,7 +151,7 @@ class FastEmulator(Emulator):
         from .engine import Engine
 
         root = Path(package_dir)
-        self.input, self.output = read_ports(root)
+        self.input, self.output = read_ports(root, verify=(ENGINE_DIR.as_posix(),))
         self.engine = Engine.load(root / ENGINE_DIR)
 
     def predict(self, x) -> np.ndarray:
