@@ -182,7 +182,8 @@ def bare_backend(package: Path, board: str, engine: str, n: int, batch: int, dur
             backend.predict(xb)
             calls += 1
         elapsed = time.perf_counter() - t0
-        return {"name": backend.name, "batch1": pct(lat), "batched": {"batch": batch, "samples_per_s": calls * batch / elapsed}}
+        return {"name": backend.name, "batch1": pct(lat),
+                "batched": {"batch": batch, "samples_per_s": calls * batch / elapsed}}
     finally:
         backend.close()
 
@@ -310,7 +311,8 @@ def print_table(r: dict) -> None:
           f"requests, {r['dynamic_batched_requests_vs_bare_batched']:.1%} with "
           f"{r['gateway_dynamic']['throughput_batched_requests']['request_batch']}-sample requests (target >= 50%)")
     mt = r["mixed_traffic"]
-    print(f"mixed traffic ({mt['requests']} requests, {mt['ok']} ok): offloaded to the cloud {mt['offload_fraction']:.1%}")
+    print(f"mixed traffic ({mt['requests']} requests, {mt['ok']} ok): "
+          f"offloaded to the cloud {mt['offload_fraction']:.1%}")
     for kind, frac in mt["served_by_kind"].items():
         print(f"  {kind:14s} " + ", ".join(f"{p} {f:.0%}" for p, f in frac.items()))
 

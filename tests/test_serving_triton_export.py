@@ -25,7 +25,8 @@ def test_savedmodel_matches_the_original_model_on_raw_features(exported):
     import tensorflow as tf
 
     package = shared_package()
-    sig = tf.saved_model.load(str(exported / "tiny_classifier" / "1" / "model.savedmodel")).signatures["serving_default"]
+    saved = exported / "tiny_classifier" / "1" / "model.savedmodel"
+    sig = tf.saved_model.load(str(saved)).signatures["serving_default"]
     _, inputs = sig.structured_input_signature
     assert list(inputs) == ["features"] and list(sig.structured_outputs) == ["softmax"]
     x = np.random.default_rng(3).normal(0.5, 4.0, (33, 16)).astype(np.float32)

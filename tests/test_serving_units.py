@@ -80,7 +80,8 @@ def test_error_messages_of_other_servers_are_understood():
 # ---- breaker and retry budget --------------------------------------------------------------------------------
 def test_breaker_opens_after_n_failures_probes_half_open_and_closes_on_success():
     now = [0.0]
-    b = CircuitBreaker(BreakerConfig(failure_threshold=3, reset_timeout_s=2.0, half_open_probes=1), clock=lambda: now[0])
+    config = BreakerConfig(failure_threshold=3, reset_timeout_s=2.0, half_open_probes=1)
+    b = CircuitBreaker(config, clock=lambda: now[0])
     for _ in range(2):
         assert b.allow()
         b.record_failure()

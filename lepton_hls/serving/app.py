@@ -13,7 +13,7 @@ import functools
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from starlette.applications import Starlette
@@ -185,7 +185,8 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
                              f"(FP16/FP32/FP64 are accepted)")
         shape = tuple(t.data.shape)
         if len(shape) != len(spec.shape) + 1 or shape[1:] != tuple(spec.shape) or shape[0] < 1:
-            raise BadRequest(f"input {t.name!r} has shape {list(shape)}; expected [N, {', '.join(map(str, spec.shape))}]"
+            dims = ", ".join(map(str, spec.shape))
+            raise BadRequest(f"input {t.name!r} has shape {list(shape)}; expected [N, {dims}]"
                              f" with N >= 1 samples")
         if shape[0] > opts.max_request_rows:
             raise BadRequest(f"batch of {shape[0]} samples exceeds the limit of {opts.max_request_rows} per request")

@@ -240,7 +240,8 @@ class DynamicBatcher:
             offset = 0
             for b in batch:
                 if not b.future.done():
-                    b.future.set_result(BatchResult(y[offset : offset + b.n], start - b.enqueued, compute_s, x.shape[0]))
+                    rows = y[offset : offset + b.n]
+                    b.future.set_result(BatchResult(rows, start - b.enqueued, compute_s, x.shape[0]))
                 offset += b.n
 
     def _call_inline(self, x: np.ndarray):

@@ -145,7 +145,8 @@ def summarize(records: list[dict]) -> dict:
     by_kind = {}
     for kind in sorted({r["kind"] for r in records}):
         rs = [r for r in records if r["kind"] == kind]
-        by_kind[kind] = {p: sum(r["served_by"] == p for r in rs) / len(rs) for p in sorted({r["served_by"] for r in rs})}
+        paths = sorted({r["served_by"] for r in rs})
+        by_kind[kind] = {p: sum(r["served_by"] == p for r in rs) / len(rs) for p in paths}
     reasons: dict[str, int] = {}
     for r in records:
         for reason in (r["reason"] or r["error"][:60] or "-").split(","):

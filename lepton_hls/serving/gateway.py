@@ -181,7 +181,8 @@ class EdgeService:
                 served[cloud_idx] = "cloud"
             except ServingError as e:
                 cloud_err = e
-                can_degrade = self.config.policy.degrade_to_edge and self.edge_healthy and self.config.policy.mode != "cloud"
+                policy = self.config.policy
+                can_degrade = policy.degrade_to_edge and self.edge_healthy and policy.mode != "cloud"
                 if not can_degrade:
                     edge_note = f"edge: {edge_err}" if edge_err else (
                         f"edge: unhealthy ({self._edge_detail or self.batcher.last_error or 'not answering'})"
