@@ -251,8 +251,9 @@ def test_idle_fast_backend_runs_directly_and_a_batching_window_queues():
         return x + 1.0
 
     async def main():
-        direct = DynamicBatcher(predict, BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0))
-        windowed = DynamicBatcher(predict, BatcherConfig(max_batch_size=8, max_queue_delay_s=0.01))
+        # inline_max_s generous: the first (threaded, measured) call may be slow on a busy machine
+        direct = DynamicBatcher(predict, BatcherConfig(max_batch_size=8, max_queue_delay_s=0.0, inline_max_s=1.0))
+        windowed = DynamicBatcher(predict, BatcherConfig(max_batch_size=8, max_queue_delay_s=0.01, inline_max_s=1.0))
         for b in (direct, windowed):
             b.start()
             assert b.try_direct(np.zeros((1, 2))) is None  # no compute estimate yet: the first call is measured
