@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ from .fixedpoint import FixedFormat
 
 RTL_DIR = Path("rtl")
 RTL_JSON = "rtl.json"
+# Verilator runs the core's `$readmemh("table_*.mem")` (softmax lookup tables) when each batch constructs the
+# model, relative to the working directory; the directory is process-wide, so batches that need it take turns.
+_CWD_LOCK = threading.Lock()
 
 
 class RtlEmulator(Emulator):
@@ -64,6 +68,8 @@ class RtlEmulator(Emulator):
         self._in_shift = int(info["input_frac_bits"]) - self.input.format.frac
         k, i, f = (int(v) for v in info["output_kif"])
         self._out_width, self._out_signed, self._out_shift = k + i + f, bool(k), self.output.format.frac - f
+        memdir = lib_path.parent.parent / "src" / "memfiles"
+        self._memdir = memdir if any(memdir.glob("*.mem")) else None
         self._tail = None
         if tail == "engine" and self.uncovered:
             self._tail = _EngineTail(root, self.output.name)
@@ -81,7 +87,16 @@ class RtlEmulator(Emulator):
         flat = flat << self._in_shift if self._in_shift >= 0 else flat >> -self._in_shift
         inp = np.ascontiguousarray(flat, dtype=np.int32).ravel()
         out = np.zeros(n * self._n_out, dtype=np.int32)
-        self._fn(inp, out, n, 1)
+        if self._memdir is None:
+            self._fn(inp, out, n, 1)
+        else:
+            with _CWD_LOCK:
+                cwd = os.getcwd()
+                os.chdir(self._memdir)
+                try:
+                    self._fn(inp, out, n, 1)
+                finally:
+                    os.chdir(cwd)
         v = out.astype(np.int64)
         w = self._out_width
         if w < 64:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -92,11 +93,15 @@ def run_cosim(package_dir, samples: int = 300, seed: int = 1, idle_p: float = 0.
             build_args=["-Wno-fatal", "-Wno-lint", "-Wno-style", "-j", str(jobs)],
             timescale=("1ns", "1ps"),
         )
+        # The core's lookup tables are read with $readmemh relative to the simulation's working directory.
+        build_dir.mkdir(parents=True, exist_ok=True)
+        for mem in (root / "rtl" / "verilog" / "src" / "memfiles").glob("*.mem"):
+            shutil.copyfile(mem, build_dir / mem.name)
         pypath = os.pathsep.join([str(HERE), str(REPO / "host"), str(REPO), os.environ.get("PYTHONPATH", "")])
         runner.test(
             hdl_toplevel="lepton_axis",
             test_module="test_lepton_axis",
-            test_dir=HERE,
+            test_dir=build_dir,
             build_dir=build_dir,
             extra_env={"LEPTON_COSIM_CASE": str(case), "LEPTON_COSIM_RESULT": str(result), "PYTHONPATH": pypath},
             results_xml=str(Path(tmp) / "results.xml"),
