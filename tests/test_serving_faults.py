@@ -127,7 +127,7 @@ def test_board_missing_serves_from_cloud(package, cloud):
 def test_cloud_5xx_degrades_to_edge_and_breaker_opens_and_recovers(package, cloud):
     sick = SwitchableCloud(cloud.url, mode="5xx")
     backend = NumpyBoardBackend(package)
-    breaker = BreakerConfig(failure_threshold=3, reset_timeout_s=0.5, half_open_probes=1)
+    breaker = BreakerConfig(failure_threshold=3, reset_timeout_s=1.5, half_open_probes=1)
     try:
         with running_gateway(package, backend, sick.url, breaker=breaker, cloud_kw={"retries": 0}) as (gw, service):
             answers = [one(gw.url, _out_of_range()) for _ in range(6)]
@@ -142,7 +142,7 @@ def test_cloud_5xx_degrades_to_edge_and_breaker_opens_and_recovers(package, clou
             assert "lepton_gateway_cloud_breaker_state 2.0" in metrics
 
             sick.mode = "pass"
-            time.sleep(0.55)  # past the reset timeout: the next request is the half-open probe
+            time.sleep(1.55)  # past the reset timeout: the next request is the half-open probe
             status, r = one(gw.url, _out_of_range())
             assert status == 200 and r["parameters"]["served_by"] == "cloud" and "degraded" not in r["parameters"]
             assert service.cloud.breaker.state == "closed"
