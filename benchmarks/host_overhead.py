@@ -167,7 +167,10 @@ def main(argv=None) -> int:
         """Copy in, flush, program the DMA (receive first), poll, invalidate, copy out."""
         n = len(x)
         if n not in bufs:
-            bufs[n] = (pynq.allocate((n, n_in), np.float32, target=dev), pynq.allocate((n, n_out), np.float32, target=dev))
+            bufs[n] = (
+                pynq.allocate((n, n_in), np.float32, target=dev),
+                pynq.allocate((n, n_out), np.float32, target=dev),
+            )
         ib, ob = bufs[n]
         np.copyto(ib, x)
         ib.flush()
@@ -212,7 +215,8 @@ def main(argv=None) -> int:
               "host_throughput_per_s": args.batch / float(np.median(h_b)),
               "bytes_per_sample": wire[name]}
         results[name] = r
-    results["lepton-hls runtime"]["stages_batch"] = acc.throughput_test(samples=10 * args.batch, batch=args.batch).as_dict()
+    stages = acc.throughput_test(samples=10 * args.batch, batch=args.batch)
+    results["lepton-hls runtime"]["stages_batch"] = stages.as_dict()
     ours, h, f = (results[k] for k in ("lepton-hls runtime", "hls4ml axi_stream_driver", "direct-register floor"))
 
     ratios = {

@@ -283,7 +283,8 @@ def test_transfers_are_sized_to_the_batch(tiny, dev):
         assert sent["s2mm"] == 4 * words_for(n * 5, m.output.format)
     dma.transfers.clear()
     acc.predict(inputs(40))  # larger than the buffers: 16 + 16 + 8 samples
-    assert [b for ch, _, b in dma.transfers if ch == "mm2s"] == [4 * words_for(k * 16, m.input.format) for k in (16, 16, 8)]
+    sent = [b for ch, _, b in dma.transfers if ch == "mm2s"]
+    assert sent == [4 * words_for(k * 16, m.input.format) for k in (16, 16, 8)]
 
 
 # ---- every zoo and example model, built by `lepton-hls build` (slow) ------------------------------------------

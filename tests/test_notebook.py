@@ -21,12 +21,13 @@ def test_quickstart_notebook_executes_on_the_emulated_board(tiny, monkeypatch, t
     monkeypatch.setenv("LEPTON_PACKAGE", str(pkg))
     monkeypatch.setenv("LEPTON_EMULATED_BOARD", "1")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
-    outputs = "".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    client.execute()
+    cell_outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    outputs = "".join(o.get("text", "") for o in cell_outputs if o.get("output_type") == "stream")
+    errors = [o for o in cell_outputs if o.get("output_type") == "error"]
     assert not errors
     assert "identical to the emulator: True" in outputs
     assert "DeviceTimeoutError" in outputs

@@ -208,7 +208,9 @@ class LaneQuantizer:
             self._plans.clear()
         n_words = -(-n // self.per)
         if lanes.size < n_words * self.per:
-            raise ValueError(f"{n} values of {self.fmt} need {n_words} words; the buffer holds {lanes.size // self.per}")
+            raise ValueError(
+                f"{n} values of {self.fmt} need {n_words} words; the buffer holds {lanes.size // self.per}"
+            )
         pad = lanes[n : n_words * self.per] if n_words * self.per > n else None
         # A same-shape operand spares a small batch the scalar-broadcast setup; a large one the memory traffic.
         # Floor division costs an fmod per element: worth one pass fewer only where per-call overhead rules.

@@ -168,7 +168,9 @@ class Accelerator:
         try:
             import pynq
         except ImportError as e:
-            raise DeviceMissingError(f"pynq is not installed ({e}); install the board side with host/install.sh") from None
+            raise DeviceMissingError(
+                f"pynq is not installed ({e}); install the board side with host/install.sh"
+            ) from None
         if device is None:
             try:
                 device = pynq.Device.active_device

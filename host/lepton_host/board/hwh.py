@@ -43,7 +43,8 @@ def _accelerator(manifest: Manifest, flavour: str, base: int) -> tuple[str, str]
     dma_full = f"{hier}/{dma_name}"
     dma_inst = dma_full.strip("/").replace("/", "_")  # instance names are unique across hierarchies
     dma_params = {
-        "c_include_sg": 0, "c_sg_length_width": int(overlay.get("dma_length_width") or 26), "c_include_mm2s": 1, "c_include_s2mm": 1,
+        "c_include_sg": 0, "c_sg_length_width": int(overlay.get("dma_length_width") or 26),
+        "c_include_mm2s": 1, "c_include_s2mm": 1,
         "c_m_axi_mm2s_data_width": 32, "c_m_axi_s2mm_data_width": 32, "c_m_axis_mm2s_tdata_width": 32,
         "c_s_axis_s2mm_tdata_width": 32, "c_include_mm2s_dre": 0, "c_include_s2mm_dre": 0, "c_micro_dma": 0,
         "c_mm2s_burst_size": 16, "c_s2mm_burst_size": 16,
