@@ -140,8 +140,8 @@ class _Exporter:
     def _mac_params(self, layer, rec, kernel_rows: int, n_out: int):
         """Weights, bias and formats shared by dense and convolution layers."""
         strategy = str(layer.get_attr("strategy", "latency")).lower()
-        if strategy not in ("latency",):
-            self._unsupported(layer, f"strategy {strategy!r} (weights are reordered; use Latency)")
+        if strategy not in ("latency", "resource"):
+            self._unsupported(layer, f"strategy {strategy!r} (supported: Latency, Resource)")
         ws = layer.weights
         wvar, bvar = ws["weight"], ws.get("bias")
         params = rec["params"]
@@ -163,8 +163,8 @@ class _Exporter:
             exact = _exact_shift_format(self._in_format(layer), pairs[:, 1].astype(np.int64))
             holds = width - integer >= exact.frac and integer >= exact.integer
             params["product_format"] = (exact if holds else FixedFormat(width, integer)).to_dict()
-            self.arrays[key + "kernel_sign"] = pairs[:, 0].astype(np.int64).reshape(kernel_rows, n_out)
-            self.arrays[key + "kernel_exp"] = pairs[:, 1].astype(np.int64).reshape(kernel_rows, n_out)
+            self.arrays[key + "kernel_sign"] = self._kernel(layer, pairs[:, 0].astype(np.int64), kernel_rows, n_out)
+            self.arrays[key + "kernel_exp"] = self._kernel(layer, pairs[:, 1].astype(np.int64), kernel_rows, n_out)
             params["weight"] = None
         else:
             wfmt = fixed_format(wvar.type.precision)
@@ -172,7 +172,7 @@ class _Exporter:
                 self._unsupported(layer, f"binary weights ({precision})")
             params["product"] = "mult"
             params["weight"] = wfmt.to_dict()
-            self.arrays[key + "kernel"] = self._raw(wvar, wfmt).reshape(kernel_rows, n_out)
+            self.arrays[key + "kernel"] = self._kernel(layer, self._raw(wvar, wfmt), kernel_rows, n_out)
         if bvar is not None:
             bfmt = fixed_format(bvar.type.precision)
             params["bias"] = bfmt.to_dict()
@@ -181,6 +181,15 @@ class _Exporter:
             bfmt = FixedFormat(2, 2)
             params["bias"] = bfmt.to_dict()
             self.arrays[key + "bias"] = np.zeros(n_out, dtype=np.int64)
+
+    def _kernel(self, layer, values: np.ndarray, rows: int, n_out: int) -> np.ndarray:
+        """A kernel in the IR's [rows, n_out] layout. hls4ml's Resource strategy stores it with the output
+        axis first ((n_out, n_in), (F, W, C), (F, H, W, C)); undo that."""
+        stored = np.asarray(layer.weights["weight"].data).shape
+        values = values.reshape(stored)
+        if layer.get_attr("_weights_transposed", False) is True:
+            values = np.moveaxis(values, 0, -1)
+        return values.reshape(rows, n_out)
 
     def _dense(self, layer, rec):
         rec["op"] = "dense"
@@ -213,6 +222,8 @@ class _Exporter:
         rec["params"].update(geo)
         rows = geo["filt_height"] * geo["filt_width"] * geo["n_chan"]
         wshape = tuple(layer.weights["weight"].data.shape)
+        if layer.get_attr("_weights_transposed", False) is True:
+            wshape = wshape[1:] + wshape[:1]
         expected = (
             (geo["filt_height"], geo["filt_width"], geo["n_chan"], geo["n_filt"])
             if is2d
