@@ -87,3 +87,13 @@ def test_softmax_tail_is_reported_not_traced():
 def test_unsupported_rounding_mode_is_named():
     with pytest.raises(RtlCoverageError, match="AP_RND_ZERO"):
         _trace_cast(SRC, FixedFormat(6, 2, True, "RND_ZERO", "WRAP"))
+
+
+def test_a_model_too_large_to_unroll_is_refused_by_name():
+    from lepton_hls.rtl.tracer import trace
+
+    big = _graph(("wide", "dense", {"product": "mult", "weight": FixedFormat(6, 1).to_dict(),
+                                    "bias": FixedFormat(6, 1).to_dict(), "accum": FixedFormat(20, 8).to_dict()}))
+    arrays = {"wide/kernel": np.ones((4, 4), dtype=np.int64), "wide/bias": np.zeros(4, dtype=np.int64)}
+    with pytest.raises(RtlCoverageError, match="layer wide: .*16 multiplications"):
+        trace(from_engine_ir(big, arrays), max_macs=10)

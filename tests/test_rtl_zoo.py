@@ -48,6 +48,19 @@ def test_rtl_bit_identical_on_10000_inputs(rtl_pkg, model):
 
 
 @pytest.mark.timeout(1800)
+def test_a_cnn_too_large_for_one_pipeline_is_refused_by_name(build_pkg):
+    from lepton_hls.rtl.errors import RtlCoverageError
+    from lepton_hls.rtl.package import rtl_package
+
+    model = str(EXAMPLES / "qkeras_mnist_cnn.json")
+    if not Path(model).is_file():
+        pytest.skip(f"{model} is not on this machine")
+    pkg = build_pkg(model, samples=200)
+    with pytest.raises(RtlCoverageError, match=r"layer \w+: the model needs [\d,]+ multiplications"):
+        rtl_package(pkg, check_samples=0, log=lambda *_: None)
+
+
+@pytest.mark.timeout(1800)
 def test_cocotb_on_the_anomaly_autoencoder(rtl_pkg, tmp_path):
     sys.path.insert(0, str(ROOT / "sim" / "cocotb"))
     from runner import run_cosim

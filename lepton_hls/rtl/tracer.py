@@ -31,7 +31,18 @@ class Traced:
     uncovered: list[str] = field(default_factory=list)  # layers after it that the RTL leaves out
 
 
-def trace(graph: LayerGraph, exact_softmax: bool = True) -> Traced:
+MAX_MACS = 100_000
+
+
+def _macs(op: Op) -> int:
+    if op.kind == "dense":
+        return int(np.count_nonzero(op.arrays["weight"]))
+    if op.kind == "conv":
+        return int(np.prod(op.shape[:-1])) * int(np.count_nonzero(op.arrays["weight"]))
+    return 0
+
+
+def trace(graph: LayerGraph, exact_softmax: bool = True, max_macs: int = MAX_MACS) -> Traced:
     """Trace the graph; a final softmax is traced from hls4ml's own tables when the graph carries them
     (`exact_softmax`), else left out and named in `uncovered`."""
     inp_op = graph.input
@@ -39,6 +50,7 @@ def trace(graph: LayerGraph, exact_softmax: bool = True) -> Traced:
     x_in = FixedVariableArrayInput(inp_op.shape)
     x = fixed.declare_input(x_in, inp_op.result)
     last = inp_op
+    macs = 0
     uncovered: list[str] = []
     for i, op in enumerate(graph.ops[1:], start=1):
         if op.kind == "softmax" and not (exact_softmax and op.arrays):
@@ -46,6 +58,13 @@ def trace(graph: LayerGraph, exact_softmax: bool = True) -> Traced:
             if i != len(graph.ops) - 1:
                 raise RtlCoverageError(f"layer {op.name}: softmax is only supported as the last layer")
             break
+        macs += _macs(op)
+        if macs > max_macs:
+            raise RtlCoverageError(
+                f"layer {op.name}: the model needs {macs:,} multiplications up to here, more than the "
+                f"{max_macs:,} the tracer unrolls into one II=1 pipeline (every product becomes its own logic); "
+                "such a model does not fit a fully parallel core: use a smaller model or hls4ml's reuse factor"
+            )
         x = _OPS[op.kind](x, op)
         last = op
     comb = comb_trace(x_in.ravel(), x.ravel())
