@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from lepton_host.emulator import CsimEmulator, FastEmulator
-from lepton_host.errors import LeptonError
+from lepton_host.errors import LeptonError, ManifestError
 from lepton_host.manifest import MANIFEST_NAME, load_manifest
 from lepton_host.rtl_emulator import RtlEmulator
 
@@ -81,6 +81,8 @@ def rtl_package(
     log=print,
 ) -> dict:
     root = Path(package_dir)
+    if not root.is_dir():
+        raise ManifestError(f"{root} is not a package directory (run `lepton-hls build MODEL --out {root}` first)")
     manifest = load_manifest(root) if (root / MANIFEST_NAME).is_file() else None
     if board is None:
         board = (manifest.hls.board if manifest and manifest.hls.board in BOARDS else None) or "pynq-z2"
