@@ -144,7 +144,13 @@ def main(argv=None) -> int:
         agree["fast_vs_hls4ml"] = bool(np.array_equal(y_f[:n_slow], y_h))
     base = rows[0][1] / rows[0][2]
     results = [
-        {"name": name, "samples": n, "seconds": round(t, 4), "samples_per_s": round(n / t, 1), "ratio": round(n / t / base, 2)}
+        {
+            "name": name,
+            "samples": n,
+            "seconds": round(t, 4),
+            "samples_per_s": round(n / t, 1),
+            "ratio": round(n / t / base, 2),
+        }
         for name, n, t in rows
     ]
     print(f"\npackage {package}  (input {csim.input.shape}, output {csim.output.shape}; baseline: {rows[0][0]})")

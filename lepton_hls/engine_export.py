@@ -201,7 +201,7 @@ class _Exporter:
         is2d = layer.class_name == "Conv2D"
         rec["op"] = "conv2d" if is2d else "conv1d"
         a = layer.get_attr
-        if int(a("dilation", 1) or 1) != 1 or int(a("dilation_height", 1) or 1) != 1 or int(a("dilation_width", 1) or 1) != 1:
+        if any(int(a(k, 1) or 1) != 1 for k in ("dilation", "dilation_height", "dilation_width")):
             self._unsupported(layer, "dilation other than 1")
         geo = {
             "in_height": int(a("in_height", 1)) if is2d else 1,
@@ -332,7 +332,8 @@ class _Exporter:
         )
         if impl == "stable" and inp_norm is None:
             self._unsupported(layer, "a stable softmax without inp_norm_t")
-        for size, f in ((exp_size, inp_norm if impl == "stable" else self._in_format(layer)), (inv_size, fmt["inv_inp"])):
+        exp_index = inp_norm if impl == "stable" else self._in_format(layer)
+        for size, f in ((exp_size, exp_index), (inv_size, fmt["inv_inp"])):
             if size & (size - 1) or math.log2(size) > f.width:
                 self._unsupported(layer, f"table size {size} with index format {f}")
         data_type = layer.get_input_variable().type.name

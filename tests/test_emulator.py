@@ -4,7 +4,6 @@ against the C simulation, on floats and on raw stream integers."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,29 +11,18 @@ import pytest
 from lepton_host.emulator import CsimEmulator, FastEmulator, load_emulator
 from lepton_host.errors import EmulationError, InputShapeError, LeptonError
 
-EXAMPLES = Path("/work/shared/models/example-models")
-_here = Path(__file__).resolve().parent
-for candidate in (_here.parent / "shared" / "models" / "example-models", _here.parent.parent / "shared" / "models" / "example-models"):
-    if candidate.is_dir():
-        EXAMPLES = candidate
 
 
 @pytest.fixture(scope="session")
 def jet_package(tmp_path_factory):
-    """qkeras_3layer (the jet tagger example) compiled by hls4ml, packaged as emulation/ + engine/ (weights
-    in text files beside the project, as hls4ml writes them by default)."""
+    """The zoo's jet tagger (hls4ml's qkeras_3layer example) compiled by hls4ml, packaged as emulation/ +
+    engine/ (weights in text files beside the project, as hls4ml writes them by default)."""
     import hls4ml
-    import tensorflow as tf
-    from qkeras.utils import _add_supported_quantized_objects
 
+    from lepton_hls import zoo
     from lepton_hls.engine_export import export_emulation
 
-    if not (EXAMPLES / "qkeras_3layer.json").is_file():
-        pytest.skip(f"example models not found under {EXAMPLES}")
-    co: dict = {}
-    _add_supported_quantized_objects(co)
-    model = tf.keras.models.model_from_json((EXAMPLES / "qkeras_3layer.json").read_text(), custom_objects=co)
-    model.load_weights(str(EXAMPLES / "qkeras_3layer_weights.h5"))
+    model = zoo.get("jet_tagger").load_keras()
     root = tmp_path_factory.mktemp("jet")
     cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
     hls_model = hls4ml.converters.convert_from_keras_model(

@@ -17,11 +17,8 @@ from lepton_host.engine import Engine
 from lepton_host.errors import EmulationError
 from lepton_host.fixedpoint import FixedFormat
 
-EXAMPLES = Path("/work/shared/models/example-models")
-_here = Path(__file__).resolve().parent
-for candidate in (_here.parent / "shared" / "models" / "example-models", _here.parent.parent / "shared" / "models" / "example-models"):
-    if candidate.is_dir():
-        EXAMPLES = candidate
+# hls4ml's public example models, beside the checkout (the jet tagger also ships in the zoo).
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "models" / "example-models"
 
 
 def convert(keras_model, out_dir: Path, io_type: str = "io_parallel"):
@@ -49,7 +46,7 @@ def load_example(name: str):
 
 def tiny_conv1d_model():
     """QConv1D ('same' padding) -> BatchNorm -> AveragePooling1D -> quantized_bits -> strided QConv1D ->
-    quantized_relu -> padded MaxPooling1D -> Flatten -> QDense -> softmax."""
+    quantized_relu -> padded MaxPooling1D -> Flatten -> QDense -> softmax; converted with the Resource strategy."""
     import tensorflow as tf
     from qkeras import QActivation, QConv1D, QDense, quantized_bits, quantized_relu
     from tensorflow.keras import layers
@@ -96,8 +93,15 @@ def tiny_conv2d_model():
     return tf.keras.Model(inp, out)
 
 
+def jet_tagger():
+    """hls4ml's qkeras_3layer example (16-64-32-32-5), as the zoo ships it."""
+    from lepton_hls import zoo
+
+    return zoo.get("jet_tagger").load_keras()
+
+
 MODELS = {
-    "qkeras_3layer": lambda: load_example("qkeras_3layer"),
+    "jet_tagger": jet_tagger,
     "qkeras_mnist_dense": lambda: load_example("qkeras_mnist_dense"),
     "tiny_conv1d": tiny_conv1d_model,
     "tiny_conv2d": tiny_conv2d_model,
@@ -129,7 +133,8 @@ class Built:
 
         keras_model = MODELS[name]()
         softmax = "latency" if name == "tiny_conv2d" else None  # exercise hls4ml's other softmax too
-        hls_model = _convert_for_trace(keras_model, root / "hls", softmax)
+        strategy = "Resource" if name == "tiny_conv1d" else "Latency"  # and its other kernel layout
+        hls_model = _convert_for_trace(keras_model, root / "hls", softmax, strategy)
         shape = tuple(int(s) for s in keras_model.input_shape[1:])
         in_fmt = FixedFormat.parse(str(hls_model.get_input_variables()[0].type.precision))
         self.n = n
@@ -148,12 +153,14 @@ class Built:
         return self.csim_out[sl], {k: v[sl] for k, v in self.csim_trace.items()}
 
 
-def _convert_for_trace(keras_model, out_dir: Path, softmax_implementation: str | None):
+def _convert_for_trace(keras_model, out_dir: Path, softmax_implementation: str | None, strategy: str):
     import hls4ml
 
     cfg = hls4ml.utils.config_from_keras_model(keras_model, granularity="name", backend="Vitis")
+    cfg["Model"]["Strategy"] = strategy
     for layer_cfg in cfg["LayerName"].values():
         layer_cfg["Trace"] = True
+        layer_cfg["Strategy"] = strategy
     if softmax_implementation:
         for layer in keras_model.layers:
             if "softmax" in layer.name or "sm" == layer.name:
@@ -212,7 +219,7 @@ def test_engine_matches_csim_layer_by_layer(built, name, kind):
 
 
 def test_ir_names_every_op_and_format(built):
-    b = built("qkeras_3layer")
+    b = built("jet_tagger")
     ops = [layer["op"] for layer in b.graph["layers"]]
     assert ops[0] == "input" and ops[-1] == "softmax" and ops.count("dense") == 4
     for layer in b.graph["layers"]:
