@@ -97,3 +97,36 @@ def test_a_model_too_large_to_unroll_is_refused_by_name():
     arrays = {"wide/kernel": np.ones((4, 4), dtype=np.int64), "wide/bias": np.zeros(4, dtype=np.int64)}
     with pytest.raises(RtlCoverageError, match="layer wide: .*16 multiplications"):
         trace(from_engine_ir(big, arrays), max_macs=10)
+
+
+@pytest.mark.parametrize("impl", ["stable", "latency"])
+def test_table_softmax_matches_the_engine(impl):
+    """hls4ml's table softmax traced from synthetic tables, against the package engine's own softmax."""
+    from lepton_host.engine import Engine
+
+    from lepton_hls.rtl.tracer import trace
+
+    x_fmt, out_fmt = FixedFormat(16, 6), FixedFormat(16, 6)
+    accum, exp_t, inv_t = FixedFormat(18, 8), FixedFormat(18, 8, True, "RND", "SAT"), FixedFormat(18, 4, True, "RND", "SAT")
+    inv_inp, norm = FixedFormat(18, 8), FixedFormat(16, 6)
+    rng = np.random.default_rng(4)
+    arrays = {
+        "sm/exp_table": rng.integers(0, exp_t.raw_max // 64, size=256),
+        "sm/inv_table": rng.integers(0, inv_t.raw_max, size=128),
+    }
+    params = {"implementation": impl, "n_slice": 5, "n_outer": 1, "exp_table_size": 256, "inv_table_size": 128,
+              "accum": accum.to_dict(), "exp_table": exp_t.to_dict(), "inv_table": inv_t.to_dict(),
+              "inv_inp": inv_inp.to_dict(), "inp_norm": norm.to_dict() if impl == "stable" else None}
+    g = {"schema": "lepton-hls/engine", "version": 1, "io_type": "io_parallel", "inputs": ["x"], "outputs": ["sm"],
+         "layers": [
+             {"name": "x", "op": "input", "inputs": [], "shape": [5], "format": x_fmt.to_dict(), "params": {}},
+             {"name": "sm", "op": "softmax", "inputs": ["x"], "shape": [5], "format": out_fmt.to_dict(), "params": params},
+         ]}
+    t = trace(from_engine_ir(g, arrays))
+    assert t.uncovered == [] and t.output_layer == "sm"
+    raw = np.concatenate([rng.integers(x_fmt.raw_min, x_fmt.raw_max + 1, size=(1500, 5)),
+                          rng.integers(-2048, 2048, size=(1500, 5))])
+    expected = Engine(g, arrays).run_raw(raw)
+    got = out_fmt.quantize(t.comb.predict(x_fmt.to_float(raw)))
+    assert np.ptp(expected) > 0
+    assert np.array_equal(got, expected)
