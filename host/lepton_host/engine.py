@@ -414,27 +414,34 @@ def _conv(layer, p, ins, fmt, arrays):
         x = xs[0]
         n = len(x)
         if as_float:
-            # One small matrix product per kernel offset, summed: no im2col copy. Exact, since every partial
-            # sum is bounded like the full one (below 2**53).
             xf = x.astype(mac.ftype).reshape(n, ih, iw, ch)
             if padded:
                 xf = np.pad(xf, pads)
-            s = np.zeros((n, oh, ow, nf), dtype=mac.ftype)
-            for a in range(kh):
-                for b in range(kw):
-                    window = xf[:, a : a + (oh - 1) * sh + 1 : sh, b : b + (ow - 1) * sw + 1 : sw, :]
-                    if ch >= 8:
-                        s += window @ w_off[a, b]
-                    else:  # a matrix product this thin is slower than broadcasting, channel by channel
-                        for c in range(ch):
-                            s += window[..., c : c + 1] * w_off[a, b, c]
-            return conv(mac.finish(s.reshape(-1, nf).astype(np.int64))).reshape((n,) + out_shape)
+            views = [
+                xf[:, a : a + (oh - 1) * sh + 1 : sh, b : b + (ow - 1) * sw + 1 : sw, :]
+                for a in range(kh)
+                for b in range(kw)
+            ]
+            if ch < 8:
+                # Few channels: im2col from the per-offset views, concatenated in the kernel's (kh, kw, c) row
+                # order, and one matrix product.
+                s = np.concatenate(views, axis=-1).reshape(n * oh * ow, kh * kw * ch) @ mac.wf
+            else:
+                # Many channels: one product per kernel offset, summed (every partial sum obeys the same bound).
+                s = np.zeros((n, oh, ow, nf), dtype=mac.ftype)
+                for k, view in enumerate(views):
+                    s += view @ w_off[k]
+                s = s.reshape(n * oh * ow, nf)
+            return conv(mac.finish(s.astype(np.int64))).reshape((n,) + out_shape)
         win = _windows(x.reshape(n, ih, iw, ch), p, kh, kw, 0)
         cols = win.reshape(n * oh * ow, kh * kw * ch)
         return conv(mac(cols)).reshape((n,) + out_shape)
 
-    w_off = mac.wf.reshape(kh, kw, ch, nf) if as_float else None
-    work = 2 * ih * iw * ch + 3 * oh * ow * nf if as_float else oh * ow * (kh * kw * ch + nf + mac.work)
+    w_off = mac.wf.reshape(kh * kw, ch, nf) if as_float else None
+    if as_float:
+        work = ih * iw * ch + oh * ow * ((kh * kw * ch if ch < 8 else 0) + 2 * nf)
+    else:
+        work = oh * ow * (kh * kw * ch + nf + mac.work)
     return fn, work, conv.bounds
 
 
