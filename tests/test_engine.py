@@ -75,17 +75,20 @@ def tiny_conv1d_model():
 
 
 def tiny_conv2d_model():
-    """QConv2D ('same' padding, stride 2) -> relu -> AveragePooling2D ('same') -> Flatten -> Dense at hls4ml's
-    default precision (fixed<16,6> weights and accumulator) -> latency softmax."""
+    """QConv2D ('same' padding, stride 2, 2 channels in) -> relu -> QConv2D (8 channels in) ->
+    AveragePooling2D ('same') -> Flatten -> Dense at hls4ml's default precision (fixed<16,6> weights and
+    accumulator) -> softmax (converted with the 'latency' implementation)."""
     import tensorflow as tf
     from qkeras import QConv2D, quantized_bits
     from tensorflow.keras import layers
 
     tf.keras.utils.set_random_seed(2)
     inp = layers.Input((7, 6, 2), name="img")
-    h = QConv2D(3, (3, 3), strides=(2, 2), padding="same", activation="relu",
+    h = QConv2D(8, (3, 3), strides=(2, 2), padding="same", activation="relu",
                 kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
                 name="c2")(inp)
+    h = QConv2D(4, (2, 2), kernel_quantizer=quantized_bits(5, 0, alpha=1), bias_quantizer=quantized_bits(5, 0, alpha=1),
+                name="c3")(h)
     h = layers.AveragePooling2D((2, 2), padding="same", name="ap")(h)
     h = layers.Flatten(name="fl")(h)
     h = layers.Dense(4, name="d")(h)
