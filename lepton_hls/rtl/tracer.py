@@ -190,10 +190,6 @@ def op_reshape(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     return fixed.cast(x.reshape(*op.shape), op.result, f"layer {op.name}")
 
 
-def op_transpose(x: FixedVariableArray, op: Op) -> FixedVariableArray:
-    return fixed.cast(x.transpose(op.attrs["perm"]), op.result, f"layer {op.name}")
-
-
 def op_maxpool(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     kh, kw = op.attrs["kernel"]
     sh, sw = op.attrs["stride"]
@@ -202,9 +198,7 @@ def op_maxpool(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     grid = x._vars.reshape(h, wd, c)
     if any(op.attrs["pad"]):
         # Padded cells hold the input format's most negative value, so they never win unless the window is all pad.
-        x_fmt = op.attrs.get("in_format")
-        if x_fmt is None:
-            raise RtlCoverageError(f"layer {op.name}: padded max pooling needs the input format")
+        x_fmt = op.attrs["in_format"]
         lowest = FixedVariable.from_const(Decimal(repr(float(x_fmt.min_value))), hwconf=grid.ravel()[0].hwconf)
         padded = np.full((h + pt + pb, wd + pl + pr, c), lowest, dtype=object)
         padded[pt : pt + h, pl : pl + wd, :] = grid
@@ -300,6 +294,5 @@ _OPS = {
     "linear": op_linear,
     "batchnorm": op_batchnorm,
     "reshape": op_reshape,
-    "transpose": op_transpose,
     "maxpool": op_maxpool,
 }
