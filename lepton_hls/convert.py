@@ -265,6 +265,11 @@ def _tune_softmax(hls_model, cfg: BuildConfig) -> dict:
         out_type = layer.get_output_variable().type
         out_type.precision = _converted_precision(out_type.precision, FixedFormat(16, 0, signed=False, rounding="RND", saturation="SAT"))
         layer.set_attr("table_size", 2**bits)
+        # hls4ml renders each layer's config struct during conversion, with inp_norm_t inlined: render it again so
+        # the struct names the types set here.
+        from hls4ml.backends.vivado.passes.core_templates import SoftmaxConfigTemplate
+
+        layer.set_attr("config_cpp", SoftmaxConfigTemplate().format(layer))
         tuned[layer.name] = {k: str(v) for k, v in types.items()} | {"result_t": "ap_ufixed<16,0,AP_RND,AP_SAT>", "table_size": 2**bits}
     return tuned
 

@@ -319,6 +319,8 @@ class _Exporter:
         inv_size = int(_config_value(config_cpp, "inv_table_size", layer.get_attr("table_size", 1024)))
         m = re.search(r"typedef\s+(ap_u?fixed<[^;]*>)\s+inp_norm_t\s*;", config_cpp)
         inp_norm = FixedFormat.parse(m.group(1)) if m else None
+        if inp_norm is None and "inp_norm_t" in types:  # a named type set on the layer (the build's softmax tuning)
+            inp_norm = fixed_format(types["inp_norm_t"].precision)
         params = rec["params"]
         params.update(
             implementation=impl,
