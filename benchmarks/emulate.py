@@ -159,8 +159,12 @@ def main(argv=None) -> int:
         print(f"{r['name']:30s} {r['samples']:9d} {r['seconds']:9.3f} {r['samples_per_s']:12,.0f} {r['ratio']:7.1f}x")
     print("bit-exact:", ", ".join(f"{k}={v}" for k, v in agree.items()))
 
+    try:
+        shown = str(Path(package).resolve().relative_to(REPO))
+    except ValueError:
+        shown = str(Path(package).resolve())
     report = {
-        "package": str(package),
+        "package": shown,
         "input_shape": list(csim.input.shape),
         "output_shape": list(csim.output.shape),
         "hls4ml_predict_source": hls_source,
@@ -179,7 +183,7 @@ def main(argv=None) -> int:
             runs = {}
     else:
         runs = {}
-    runs[str(package)] = report
+    runs[shown] = report
     args.out.write_text(json.dumps({"runs": list(runs.values())}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0 if all(agree.values()) else 1
