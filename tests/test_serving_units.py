@@ -267,3 +267,38 @@ def test_idle_fast_backend_runs_directly_and_a_batching_window_queues():
 
     asyncio.run(main())
     assert calls == [1, 1, 1, 8]
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_lone_requests_leave_the_batching_window_on_time(loop_kind):
+    """A lone request waits out the window and goes; it must not wait for the next arrival (a timer that fires
+    early by the loop's clock once left requests stuck)."""
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        new_loop = uvloop.new_event_loop
+    else:
+        new_loop = asyncio.new_event_loop
+
+    async def main():
+        b = DynamicBatcher(lambda x, timeout=None: x, BatcherConfig(max_batch_size=8, max_queue_delay_s=0.001,
+                                                                   inline_max_s=0.0))
+        b.start()
+        for i in range(100):
+            r = await asyncio.wait_for(b.submit(np.full((1, 2), float(i))), 2.0)
+            assert r.y[0, 0] == i and r.batch_size == 1
+        rng = np.random.default_rng(0)
+
+        async def client(k):  # irregular arrivals, so windows open and close at every phase of the loop
+            for i in range(40):
+                await asyncio.sleep(float(rng.random()) * 0.003)
+                r = await asyncio.wait_for(b.submit(np.full((1, 2), float(k))), 2.0)
+                assert r.y[0, 0] == k
+
+        await asyncio.gather(*(client(k) for k in range(16)))
+        await b.stop()
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -174,23 +174,37 @@ class DynamicBatcher:
         batch, rows = [first], first.n
         cap = self.config.max_batch_size
         deadline = first.enqueued + self.config.max_queue_delay_s
-        while rows < cap:
-            if self._queue:
-                if rows + self._queue[0].n > cap:
+        timer = None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self._wakeup.set()
+
+        try:
+            while rows < cap:
+                if self._queue:
+                    if rows + self._queue[0].n > cap:
+                        break
+                    item = self._pop()
+                    if item is not None:
+                        batch.append(item)
+                        rows += item.n
+                    continue
+                remaining = deadline - time.perf_counter()
+                if expired or remaining <= 0:
                     break
-                item = self._pop()
-                if item is not None:
-                    batch.append(item)
-                    rows += item.n
-                continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except asyncio.TimeoutError:
-                break
+                # A timer that sets the same event a new request sets: cheaper than wait_for, which would
+                # wrap every wait in a task of its own. The loop's clock may fire it a little early, hence
+                # the flag rather than the clock decides that the window is over.
+                if timer is None:
+                    timer = asyncio.get_running_loop().call_later(remaining, expire)
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
         return batch
 
     async def _run(self) -> None:
