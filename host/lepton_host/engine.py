@@ -155,9 +155,11 @@ class _Convert:
         self.fmt, self.shift = fmt, from_frac - fmt.frac
         if max(abs(lo), abs(hi)) >= self.LIMIT:
             self.overflow, self.lo, self.hi = True, fmt.raw_min, fmt.raw_max
+            self._low_ok = self._high_ok = False
             return
         rlo, rhi = (int(v) for v in self._round(np.array([lo, hi], dtype=np.int64)))
         self.overflow = rlo < fmt.raw_min or rhi > fmt.raw_max
+        self._low_ok, self._high_ok = rlo >= fmt.raw_min, rhi <= fmt.raw_max
         if not self.overflow:
             self.lo, self.hi = rlo, rhi
         elif fmt.saturation == "SAT":
@@ -200,7 +202,13 @@ class _Convert:
                 t += f.raw_min
             return t
         if f.saturation == "SAT":
-            return np.clip(out, f.raw_min, f.raw_max)
+            # One-sided where the bounds allow (relu outputs never go below); in place on our own temporary.
+            dst = None if out is raw else out
+            if self._low_ok:
+                return np.minimum(out, f.raw_max, out=dst)
+            if self._high_ok:
+                return np.maximum(out, f.raw_min, out=dst)
+            return np.clip(out, f.raw_min, f.raw_max, out=dst)
         return f.overflow(out)
 
 
