@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import warnings
 
 from lepton_host.errors import LeptonError
 
@@ -27,7 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_frameworks() -> None:
+    # TensorFlow's start-up banner and Keras' serialisation warnings about QKeras objects say nothing actionable.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"keras(\..*)?")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_frameworks()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
