@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     g.add_argument("--max-queue", type=int, default=256, help="requests waiting before new ones are refused")
     g.add_argument("--timeout-ms", type=float, default=5000, help="per-request timeout")
     g.add_argument("--edge-timeout-ms", type=float, default=1000, help="a board call longer than this is a hang")
+    g.add_argument("--inline-max-ms", type=float, default=2.0,
+                   help="backend calls faster than this run on the event loop (0: always on a worker thread; "
+                   "use 0 for a backend that does not honour its timeout)")
     r = p.add_argument_group("routing (defaults from DIR/serving.json, then these flags)")
     r.add_argument("--mode", choices=("auto", "edge", "cloud"), default=None)
     r.add_argument("--latency-budget-ms", type=float, default=None,
@@ -79,7 +82,8 @@ def build_gateway(args):
 
     config = GatewayConfig(
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
-                              max_queue_size=args.max_queue, compute_timeout_s=args.edge_timeout_ms / 1e3),
+                              max_queue_size=args.max_queue, compute_timeout_s=args.edge_timeout_ms / 1e3,
+                              inline_max_s=args.inline_max_ms / 1e3),
         policy=policy, cloud=cloud, request_timeout_s=args.timeout_ms / 1e3,
         server=ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
                              token=args.token or os.environ.get(TOKEN_ENV) or None),
