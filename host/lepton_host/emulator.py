@@ -17,13 +17,13 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import EmulationError, InputShapeError, LeptonError
 from .fixedpoint import FixedFormat
+from .manifest import TensorSpec, load_manifest
 
 CSIM_LIB = Path("emulation") / "csim.so"
 ENGINE_DIR = Path("engine")
@@ -31,17 +31,8 @@ GRAPH_NAME = "graph.json"
 ENGINES = ("fast", "csim")
 
 
-@dataclass(frozen=True)
-class PortSpec:
-    """Shape (per sample) and fixed-point format of the accelerator's input or output."""
-
-    name: str
-    shape: tuple[int, ...]
-    format: FixedFormat
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+# The ports are the manifest's own tensor specs: one type for the shape and format on the wire.
+PortSpec = TensorSpec
 
 
 def read_ports(package_dir: str | os.PathLike, verify: tuple[str, ...] = ()) -> tuple[PortSpec, PortSpec]:
@@ -50,11 +41,8 @@ def read_ports(package_dir: str | os.PathLike, verify: tuple[str, ...] = ()) -> 
     before its manifest)."""
     root = Path(package_dir)
     if (root / "manifest.json").is_file():
-        from .manifest import load_manifest
-
         m = load_manifest(root, verify=bool(verify), only=list(verify) or None)
-        i, o = m.input, m.output
-        return PortSpec(i.name, tuple(i.shape), i.format), PortSpec(o.name, tuple(o.shape), o.format)
+        return m.input, m.output
     graph_path = root / ENGINE_DIR / GRAPH_NAME
     if not graph_path.is_file():
         raise EmulationError(f"{root}: neither manifest.json nor {ENGINE_DIR / GRAPH_NAME} found; not a package")
@@ -188,8 +176,6 @@ def load_emulator(package_dir: str | os.PathLike, engine: str = "fast") -> Emula
 def _project_name(root: Path) -> str:
     if (root / "manifest.json").is_file():
         try:
-            from .manifest import load_manifest
-
             return load_manifest(root, verify=False).hls.project_name
         except LeptonError:
             pass
