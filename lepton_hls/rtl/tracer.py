@@ -98,9 +98,19 @@ def _dot(x: list[FixedVariable], w: np.ndarray, b: np.ndarray, acc: FixedFormat,
         _check_no_overflow(x, w, b, acc, op)
     if exact_products:
         # Products fit the accumulator's grid: no per-product rounding, so da4ml may share adders freely.
-        xa = FixedVariableArray(np.array(x, dtype=object))
-        y = xa @ w
-        return [y._vars[j] + Decimal(repr(float(b[j]))) for j in range(w.shape[1])]
+        # Inputs proven constant (a relu that never fires) are folded into the bias: da4ml's matrix solver
+        # must only see true variables.
+        live = [i for i, v in enumerate(x) if v.low != v.high]
+        bias = [Decimal(repr(float(b[j]))) for j in range(w.shape[1])]
+        for i, v in enumerate(x):
+            if v.low == v.high and v.low != 0:
+                for j in range(w.shape[1]):
+                    bias[j] += Decimal(v.low) * Decimal(repr(float(w[i, j])))
+        if not live:
+            return [FixedVariable.from_const(bj, hwconf=x[0].hwconf) for bj in bias]
+        xa = FixedVariableArray(np.array([x[i] for i in live], dtype=object))
+        y = xa @ w[live]
+        return [y._vars[j] + bias[j] for j in range(w.shape[1])]
     cols = []
     for j in range(w.shape[1]):
         terms = [fixed.round_var(x[i] * Decimal(repr(float(w[i, j]))), acc.frac, acc.rounding)
