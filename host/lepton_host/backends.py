@@ -107,7 +107,7 @@ def open_backend(package_dir, kind: str = "auto", engine: str = "csim", **load_k
     if kind == "auto":
         kind = "board" if real_board_available() else "emulator"
     if kind == "emulator":
-        return EmulatorBackend(package_dir, engine=engine if engine in ("fast", "csim") else "fast")
+        return EmulatorBackend(package_dir, engine=engine)
     if kind == "emulated-board":
         return emulated_board_backend(package_dir, engine=engine, **load_kw)
     from pynq.pl_server.device import Device

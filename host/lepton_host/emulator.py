@@ -28,7 +28,7 @@ from .manifest import TensorSpec, load_manifest
 CSIM_LIB = Path("emulation") / "csim.so"
 ENGINE_DIR = Path("engine")
 GRAPH_NAME = "graph.json"
-ENGINES = ("fast", "csim")
+ENGINES = ("fast", "csim", "rtl")
 
 
 # The ports are the manifest's own tensor specs: one type for the shape and format on the wire.
@@ -170,6 +170,10 @@ def load_emulator(package_dir: str | os.PathLike, engine: str = "fast") -> Emula
         return FastEmulator(package_dir)
     if engine == "csim":
         return CsimEmulator(package_dir)
+    if engine == "rtl":  # the Verilator model of the package's RTL core (`lepton-hls rtl DIR` builds it)
+        from .rtl_emulator import load_rtl_emulator
+
+        return load_rtl_emulator(package_dir)
     raise EmulationError(f"unknown emulator engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 

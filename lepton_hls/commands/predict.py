@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--input", "-i", required=True, metavar="X.npy", help="input batch (numpy .npy)")
     p.add_argument("--output", "-o", metavar="Y.npy", help="write the outputs here (numpy .npy)")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
-    p.add_argument("--engine", choices=("csim", "fast"), default=None,
+    p.add_argument("--engine", choices=("csim", "fast", "rtl"), default=None,
                    help="bit-exact model behind the emulated board or emulator (default: csim for the emulated "
                    "board, fast for the emulator)")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds a DMA transfer may take (board backends)")

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--board", default="auto", choices=("auto", "board", "emulated-board", "emulator"),
                    help="edge backend (default: a real board when pynq finds one, else the emulator)")
-    p.add_argument("--engine", default="fast", choices=("fast", "csim"),
+    p.add_argument("--engine", default="fast", choices=("fast", "csim", "rtl"),
                    help="bit-exact model behind the emulated board or the emulator")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch-size", type=int, default=64)

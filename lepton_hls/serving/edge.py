@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 
+from lepton_host.emulator import ENGINES
 from lepton_host.errors import LeptonError
 
 BOARD_KINDS = ("auto", "board", "emulated-board", "emulator")
-ENGINES = ("fast", "csim")
 
 
 def open_edge_backend(package_dir: str | os.PathLike, kind: str = "auto", engine: str = "fast"):
