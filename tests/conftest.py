@@ -46,3 +46,37 @@ def examples_dir() -> Path:
     if not EXAMPLES.is_dir():
         pytest.skip(f"example models not found at {EXAMPLES}")
     return EXAMPLES
+
+
+# ---- the RTL path's tiny network (shared by the RTL tests and the RTL-backed board test) ----
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 16-8-4 QKeras MLP with 6-bit weights and a quantized_relu, saved as a full-model .h5."""
+    import numpy as np
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits, quantized_relu
+
+    inp = tf.keras.Input((16,), name="inp")
+    x = QDense(8, kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
+               name="fc1")(inp)
+    x = QActivation(quantized_relu(6), name="relu1")(x)
+    x = QDense(4, kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
+               name="fc2")(x)
+    model = tf.keras.Model(inp, x)
+    rng = np.random.RandomState(1)
+    for layer in model.layers:
+        if layer.get_weights():
+            layer.set_weights([rng.randn(*w.shape) * 0.5 for w in layer.get_weights()])
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny_mlp.h5"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_rtl(build_pkg, tiny_model):
+    """A package of the tiny model with its RTL written, checked and recorded."""
+    from lepton_hls.rtl.package import rtl_package
+
+    pkg = build_pkg(str(tiny_model), samples=200)
+    result = rtl_package(pkg, clock_ns=5.0, check_samples=10000, log=lambda *_: None)
+    return pkg, result

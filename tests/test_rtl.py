@@ -9,41 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A 16-8-4 QKeras MLP with 6-bit weights and a quantized_relu, saved as a full-model .h5."""
-    import tensorflow as tf
-    from qkeras import QActivation, QDense, quantized_bits, quantized_relu
-
-    inp = tf.keras.Input((16,), name="inp")
-    x = QDense(8, kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
-               name="fc1")(inp)
-    x = QActivation(quantized_relu(6), name="relu1")(x)
-    x = QDense(4, kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
-               name="fc2")(x)
-    model = tf.keras.Model(inp, x)
-    rng = np.random.RandomState(1)
-    for layer in model.layers:
-        if layer.get_weights():
-            layer.set_weights([rng.randn(*w.shape) * 0.5 for w in layer.get_weights()])
-    path = tmp_path_factory.mktemp("tiny_model") / "tiny_mlp.h5"
-    model.save(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_rtl(build_pkg, tiny_model):
-    """A package of the tiny model with its RTL written, checked and recorded."""
-    from lepton_hls.rtl.package import rtl_package
-
-    pkg = build_pkg(str(tiny_model), samples=200)
-    result = rtl_package(pkg, clock_ns=5.0, check_samples=10000, log=lambda *_: None)
-    return pkg, result
 
 
 def test_verilator_emulation_bit_identical_to_csim(tiny_rtl):
@@ -94,26 +61,3 @@ def test_cli_rtl_refuses_a_non_package(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "lepton-hls rtl: error:" in r.stderr
-
-
-def test_emulated_board_serves_the_package_from_the_rtl_model(tiny_rtl):
-    pytest.importorskip("pynq")
-    from lepton_host import board
-    from lepton_host.emulator import CsimEmulator
-    from lepton_host.manifest import load_manifest
-    from lepton_host.rtl_emulator import load_rtl_emulator
-    from lepton_host.runtime import Accelerator
-
-    pkg, _ = tiny_rtl
-    m = load_manifest(pkg)
-    d = board.enable()
-    d.clear()
-    d.attach(load_rtl_emulator(pkg), model_sha256=m.model.sha256)
-    try:
-        acc = Accelerator.load(pkg, device=d, max_batch=8, timeout_s=30.0)
-        x = np.random.default_rng(5).uniform(-6, 6, size=(20, 16))  # 20 > 8: streamed in chunks
-        np.testing.assert_array_equal(acc.predict(x), CsimEmulator(pkg).predict(m.preprocessing.apply(x)))
-        acc.close()
-    finally:
-        d.detach(m.model.sha256)
-        d.clear()
