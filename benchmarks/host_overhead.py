@@ -21,63 +21,21 @@ batch 1,000, bytes on the wire per sample.
 from __future__ import annotations
 
 import argparse
-import glob
-import hashlib
 import importlib.util
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hls4ml_driver_build import build  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def build(model_name: str, work: Path):
-    """The zoo model through hls4ml's VivadoAccelerator backend (pynq-z2, axi_stream, float IO): its project
-    holds the driver hls4ml writes and the C simulation; a package directory is made from the same model."""
-    import hls4ml
-
-    from lepton_hls import zoo
-    from lepton_host.fixedpoint import FixedFormat
-    from lepton_host.manifest import HlsInfo, Manifest, ModelInfo, TensorSpec
-
-    z = zoo.get(model_name)
-    model = z.load_keras()
-    prj = work / "hls4ml_prj"
-    if prj.exists():
-        shutil.rmtree(prj)
-    cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="VivadoAccelerator")
-    hls = hls4ml.converters.convert_from_keras_model(
-        model, hls_config=cfg, output_dir=str(prj), backend="VivadoAccelerator", board="pynq-z2",
-        io_type="io_parallel", interface="axi_stream", driver="python", input_type="float", output_type="float",
-    )
-    hls.compile()
-    pkg = work / "package"
-    if pkg.exists():
-        shutil.rmtree(pkg)
-    (pkg / "emulation").mkdir(parents=True)
-    shutil.copy(sorted(glob.glob(str(prj / "firmware" / "*.so")))[-1], pkg / "emulation" / "csim.so")
-    iv, ov = hls.get_input_variables()[0], hls.get_output_variables()[0]
-    m = Manifest(
-        model=ModelInfo(name=model_name, source=f"zoo:{model_name}",
-                        sha256=hashlib.sha256(z.weights_path.read_bytes()).hexdigest(), task=z.task,
-                        classes=tuple(z.classes)),
-        inputs=[TensorSpec("input", tuple(int(d) for d in iv.shape), FixedFormat.parse(str(iv.type.precision)))],
-        outputs=[TensorSpec("output", tuple(int(d) for d in ov.shape), FixedFormat.parse(str(ov.type.precision)))],
-        hls=HlsInfo(backend="VivadoAccelerator", board="pynq-z2", part="xc7z020clg400-1", clock_ns=10.0,
-                    io_type="io_parallel", strategy="Latency", reuse_factor=1, project_name="myproject",
-                    hls4ml_version=hls4ml.__version__),
-        preprocessing=z.preprocessing,
-    )
-    m.add_artifacts(pkg, ["emulation/csim.so"])
-    m.save(pkg)
-    return pkg, prj / "axi_stream_driver.py", hls
 
 
 def interleaved(contenders: dict, calls: int, rounds: int, dev):
@@ -127,7 +85,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     pkg, driver_path = work / "package", work / "hls4ml_prj" / "axi_stream_driver.py"
     if args.rebuild or not (pkg / "manifest.json").is_file() or not driver_path.is_file():
-        pkg, driver_path, _ = build(args.model, work)
+        pkg, driver_path, _ = build(args.model, work)  # hls4ml_driver_build.py: the TensorFlow side
 
     import pynq
 
