@@ -164,3 +164,15 @@ def test_every_example_model_meets_its_fidelity(build_pkg, examples_dir, name):
     pkg = build_pkg(str(examples_dir / f"{name}.json"), samples=1000)
     report = json.loads((pkg / "reports" / "verify.json").read_text())
     assert report["passed"], report["first_difference"]
+
+
+def test_package_is_relocatable(jet_package, tmp_path):
+    """The C simulation finds its weights beside itself: no build path is baked into it, and a copied package
+    computes the same as the original."""
+    from lepton_host.emulator import CsimEmulator, FastEmulator
+
+    assert str(jet_package).encode() not in (jet_package / "emulation" / "csim.so").read_bytes()
+    moved = tmp_path / "elsewhere" / "jet"
+    shutil.copytree(jet_package, moved)
+    x = np.random.default_rng(2).standard_normal((50, 16))
+    assert np.array_equal(CsimEmulator(moved).predict(x), FastEmulator(jet_package).predict(x))
