@@ -125,6 +125,6 @@ def test_csim_library_whose_weight_files_are_gone_is_refused(tmp_path):
     # already holds its weights).
     shutil.copytree(tmp_path / "pkg", tmp_path / "moved")
     shutil.rmtree(tmp_path / "hls" / "firmware" / "weights")
-    with pytest.raises(EmulationError, match="write_weights_txt=False") as err:
+    with pytest.raises(EmulationError, match="restore hls/ or rebuild the package") as err:
         CsimEmulator(tmp_path / "moved")
     assert "does not exist" in str(err.value)  # the library's own complaint, naming the missing file

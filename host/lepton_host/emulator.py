@@ -187,10 +187,10 @@ def _project_name(root: Path) -> str:
 
 
 def _check_first_call(lib_path: Path, fn, n_in: int, n_out: int) -> None:
-    """A C simulation compiled with hls4ml's default WriteWeightsTxt reads its weights at its first call from
-    the absolute directory it was compiled in, and calls exit(1) when they are gone (a package moved or copied
-    without its hls/ project). Make that first call in a forked child, so such a library is refused with a
-    message instead of ending this process."""
+    """A C simulation compiled with hls4ml's default WriteWeightsTxt reads its weight files at its first call and
+    calls exit(1) when they are gone (packages from `lepton-hls build` look beside the library, in
+    hls/firmware/weights; hls4ml's own libraries look in the absolute directory they were compiled in). Make that
+    first call in a forked child, so such a library is refused with a message instead of ending this process."""
     if b"load_weights_from_txt" not in lib_path.read_bytes() or not hasattr(os, "fork"):
         return
     read_end, write_end = os.pipe()
@@ -210,6 +210,7 @@ def _check_first_call(lib_path: Path, fn, n_in: int, n_out: int) -> None:
     if os.waitstatus_to_exitcode(status) != 0:
         detail = said.splitlines()[0] if said else "it exited at its first call"
         raise EmulationError(
-            f"{lib_path} cannot run: {detail}. It reads its weights from the hls4ml project it was compiled in; "
-            "rebuild the package (convert with write_weights_txt=False so the weights are compiled into the library)"
+            f"{lib_path} cannot run: {detail}. It reads its weight files from the package's hls/firmware/weights "
+            "(or, built by an older tool, from the project it was compiled in): restore hls/ or rebuild the package "
+            "with `lepton-hls build`"
         )
