@@ -166,7 +166,7 @@ def patch_firmware(hls_dir: Path) -> list[str]:
         text, n = old.subn(new, text)
         if n:
             mult.write_text(text)
-            applied.append("nnet_mult.h: exact product type for power-of-two weights")
+            applied.append("nnet_mult.h: exact products for power-of-two (quantized_po2) weights where a model has them")
     build_lib = hls_dir / "build_lib.sh"
     if build_lib.is_file():
         text = build_lib.read_text()
