@@ -6,8 +6,7 @@ import datetime as _dt
 import json
 import re
 import shutil
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +130,7 @@ def build_package(
         model_dir.mkdir(exist_ok=True)
         (model_dir / "model.json").write_text(spec.files.architecture_json)
         shutil.copyfile(spec.files.weights_path, model_dir / "weights.h5")
-        record = {"conversion": _report_dict(conv), "firmware_patches": patches, "config": cfg.to_dict()}
+        record = {"conversion": asdict(conv), "firmware_patches": patches, "config": cfg.to_dict()}
         (out / CONVERSION_RECORD).write_text(json.dumps(record, indent=2))
 
     manifest = _manifest(spec, hls_model, cfg, conv)
@@ -275,18 +274,3 @@ def _artifact_paths(root: Path) -> list[Path]:
 def _is_build_output(p: Path) -> bool:
     # The hls4ml project's own compiled libraries are rebuilt on every compile; the package's copy is emulation/.
     return p.suffix in (".so", ".o") and p.parent.name == "firmware"
-
-
-def _report_dict(conv: ConversionReport) -> dict:
-    return {
-        "float_model": conv.float_model,
-        "exact_types": conv.exact_types,
-        "profiled_types": conv.profiled_types,
-        "softmax": conv.softmax,
-        "iterations": conv.iterations,
-        "notes": conv.notes,
-    }
-
-
-def elapsed(t0: float) -> str:
-    return f"{time.perf_counter() - t0:.1f}s"

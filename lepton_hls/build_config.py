@@ -51,9 +51,11 @@ class BuildConfig:
     # Softmax lookup tables: 2**softmax_table_bits entries; the normalised input keeps that many bits.
     softmax_table_bits: int = 12
     softmax_implementation: str = "stable"
-    # Float (unquantized) models: fixed-point widths chosen by profiling this many samples.
+    # Float (unquantized) models: fixed-point widths chosen by profiling this many samples. 14 bits keeps the
+    # example float models above 99.9% argmax agreement; 18 bits costs more logic for no measurable gain and
+    # makes accumulators (about 40 bits) wider than the open-source RTL path reproduces exactly.
     profile_samples: int = 2000
-    profile_width: int = 18
+    profile_width: int = 14
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

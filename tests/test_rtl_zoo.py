@@ -12,10 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT.parent / "shared" / "models" / "example-models"
 MODELS = ["anomaly_ae", "digits_cnn", "jet_tagger", str(EXAMPLES / "qkeras_3layer.json"),
-          pytest.param(str(EXAMPLES / "KERAS_3layer.json"), marks=pytest.mark.xfail(
-              reason="float model with profiled 18-bit weights and 39-43-bit accumulators: the traced logic differs "
-                     "from the C simulation from the third dense layer on; `lepton-hls rtl` refuses it "
-                     "(RtlMismatchError) instead of recording it", strict=False))]
+          str(EXAMPLES / "KERAS_3layer.json")]
 
 pytestmark = pytest.mark.slow
 
