@@ -101,8 +101,12 @@ def build_package(
     progress = progress or Progress()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        if not force and not (out / "manifest.json").is_file():
-            raise BuildError(f"{out} exists and is not a lepton-hls package; choose an empty --out directory")
+        if not force:
+            what = "a lepton-hls package" if (out / "manifest.json").is_file() else "files"
+            raise BuildError(
+                f"{out} already holds {what}; pass --force to replace it (a built bitstream in it would be lost) "
+                "or choose another --out directory"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -112,6 +112,12 @@ def test_bad_models_get_clear_errors(tmp_path, examples_dir):
     r = cli("build", "jet_tagger", "--out", tmp_path / "e", "--board", "de10")
     assert r.returncode == 2 and "pynq-z2" in r.stderr
 
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    r = cli("build", "jet_tagger", "--out", occupied)
+    assert r.returncode == 2 and "--force" in r.stderr and (occupied / "keep.txt").read_text() == "mine"
+
 
 def test_unknown_config_key_is_named(tmp_path):
     cfg = tmp_path / "c.yml"
