@@ -203,25 +203,8 @@ def encode_infer_response(
         msg["id"] = request_id
     if parameters:
         msg["parameters"] = _json_safe(parameters)
-    blobs, out_msgs = [], []
-    for t, as_binary in zip(outputs, binary):
-        arr = np.ascontiguousarray(t.data, dtype=DATATYPES[t.datatype])
-        entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(arr.shape)}
-        if as_binary:
-            raw = arr.tobytes()
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            blobs.append(raw)
-        else:
-            entry["data"] = arr.reshape(-1).tolist()
-        out_msgs.append(entry)
-    msg["outputs"] = out_msgs
-    header = json.dumps(msg, separators=(",", ":")).encode()
-    if not blobs:
-        return header, {"content-type": "application/json"}
-    return b"".join([header, *blobs]), {
-        HEADER_LENGTH: str(len(header)),
-        "content-type": "application/octet-stream",
-    }
+    msg["outputs"], blobs = _encode_tensors(outputs, binary)
+    return _frame(msg, blobs)
 
 
 def encode_infer_request(
@@ -240,18 +223,28 @@ def encode_infer_request(
         params["binary_data_output"] = True
     if params:
         msg["parameters"] = params
-    blobs, ins = [], []
-    for t in inputs:
+    msg["inputs"], blobs = _encode_tensors(inputs, [binary] * len(inputs))
+    return _frame(msg, blobs)
+
+
+def _encode_tensors(tensors: list[Tensor], binary: list[bool]) -> tuple[list[dict], list[bytes]]:
+    """Tensor entries of a message, each either inline JSON data or a binary blob appended after the header."""
+    entries, blobs = [], []
+    for t, as_binary in zip(tensors, binary):
         arr = np.ascontiguousarray(t.data, dtype=DATATYPES[t.datatype])
         entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(arr.shape)}
-        if binary:
+        if as_binary:
             raw = arr.tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
             entry["data"] = arr.reshape(-1).tolist()
-        ins.append(entry)
-    msg["inputs"] = ins
+        entries.append(entry)
+    return entries, blobs
+
+
+def _frame(msg: dict, blobs: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    """JSON alone, or the binary tensor extension's framing: JSON header, then the blobs, header length in a header."""
     header = json.dumps(msg, separators=(",", ":")).encode()
     if not blobs:
         return header, {"content-type": "application/json"}
