@@ -239,7 +239,7 @@ def test_transfers_are_sized_to_the_batch(tiny, dev):
 
 
 # ---- every zoo and example model, built by `lepton-hls build` (slow) ------------------------------------------
-EXAMPLES = Path("/work/shared/models/example-models")
+EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "models" / "example-models"
 ALL_MODELS = ["jet_tagger", "digits_cnn", "anomaly_ae"] + [
     str(EXAMPLES / f"{n}.json") for n in ("qkeras_3layer", "qkeras_mnist_cnn", "KERAS_3layer", "KERAS_conv2d_model")
 ]
