@@ -144,17 +144,27 @@ class DynamicBatcher:
         finally:
             self._busy_since = None
         compute_s = time.perf_counter() - start
+        err = self._checked(x, y, err)
+        if err is not None:
+            raise err
+        self._succeeded(x.shape[0], 0.0, compute_s)
+        return BatchResult(y, 0.0, compute_s, x.shape[0])
+
+    def _checked(self, x: np.ndarray, y, err):
+        """The call's error, or a wrong row count turned into one; any failure starts the inline cooldown."""
         if err is None and y.shape[0] != x.shape[0]:
             err = EdgeUnavailable(f"{self.name} backend returned {y.shape[0]} rows for {x.shape[0]}")
         if err is not None:
-            self._inline_blocked_until = time.perf_counter() + cfg.inline_cooldown_s
+            self._inline_blocked_until = time.perf_counter() + self.config.inline_cooldown_s
             self.last_error = str(err)
-            raise err
+        return err
+
+    def _succeeded(self, n: int, queue_s: float, compute_s: float) -> None:
         self.last_error = ""
-        self._compute_ewma_s = 0.8 * self._compute_ewma_s + 0.2 * compute_s
+        ewma = self._compute_ewma_s
+        self._compute_ewma_s = compute_s if ewma == 0 else 0.8 * ewma + 0.2 * compute_s
         if self._on_batch:
-            self._on_batch(x.shape[0], 0.0, compute_s)
-        return BatchResult(y, 0.0, compute_s, x.shape[0])
+            self._on_batch(n, queue_s, compute_s)
 
     def _pop(self) -> _Item | None:
         while self._queue:
@@ -223,11 +233,8 @@ class DynamicBatcher:
                 call = loop.run_in_executor(self._executor, self._predict, x, cfg.compute_timeout_s)
                 y, err = await self._await_call(call, x.shape[0])
             compute_s = time.perf_counter() - start
-            if err is None and y.shape[0] != x.shape[0]:
-                err = EdgeUnavailable(f"{self.name} backend returned {y.shape[0]} rows for {x.shape[0]}")
+            err = self._checked(x, y, err)
             if err is not None:
-                self._inline_blocked_until = time.perf_counter() + cfg.inline_cooldown_s
-                self.last_error = str(err)
                 for b in batch:
                     if not b.future.done():
                         b.future.set_exception(err)
@@ -246,11 +253,7 @@ class DynamicBatcher:
                 self._busy_since = None
                 continue
             self._busy_since = None
-            self.last_error = ""
-            ewma = self._compute_ewma_s
-            self._compute_ewma_s = compute_s if ewma == 0 else 0.8 * ewma + 0.2 * compute_s
-            if self._on_batch:
-                self._on_batch(x.shape[0], queue_s, compute_s)
+            self._succeeded(x.shape[0], queue_s, compute_s)
             offset = 0
             for b in batch:
                 if not b.future.done():
