@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
+import secrets
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from lepton_host.manifest import (
     ModelInfo,
     Preprocessing,
     TensorSpec,
+    load_manifest,
 )
 
 from . import __version__
@@ -97,19 +101,39 @@ def build_package(
     force: bool = False,
     progress: Progress | None = None,
 ):
-    """Build the package into `out`; returns (Manifest, verification report dict)."""
+    """Build the package into `out`; returns (Manifest, verification report dict).
+
+    The package is built in a temporary folder beside `out` and moved into place only when complete: a failed
+    or interrupted build leaves neither a half-built `out` nor the temporary folder, and an existing `out`
+    (with `force`) is replaced only by a finished package. A package that misses its fidelity is still moved
+    into place, marked failed in its manifest, so that it can be inspected."""
     progress = progress or Progress()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    final = Path(out).absolute()
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
         if not force:
-            what = "a lepton-hls package" if (out / "manifest.json").is_file() else "files"
+            what = "a lepton-hls package" if (final / "manifest.json").is_file() else "files"
             raise BuildError(
                 f"{out} already holds {what}; pass --force to replace it (a built bitstream in it would be lost) "
                 "or choose another --out directory"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        if not final.is_dir():
+            raise BuildError(f"{out} is a file, not a directory; choose another --out directory")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Beside `out`, so the final move is a rename on one file system; made with mkdir so that it gets the
+    # permissions a plain directory gets (mkdtemp's are owner-only).
+    work = final.parent / f".{final.name}.building-{secrets.token_hex(4)}"
+    work.mkdir()
+    try:
+        manifest, result = _build_into(model, work, cfg, weights, verify_samples, progress)
+        manifest = _relocate(work, final, result)
+        _move_into_place(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest, result
 
+
+def _build_into(model, out: Path, cfg: BuildConfig, weights, verify_samples: int, progress: Progress):
     with progress.step("load model"):
         spec = resolve_model(model, weights)
         check_supported(spec.files)
@@ -146,6 +170,53 @@ def build_package(
     with progress.step(f"verify C simulation against the model ({verify_samples} samples per set)"):
         result = verify_package(out, samples=verify_samples, progress=progress)
     return manifest, result
+
+
+def _relocate(work: Path, final: Path, result: dict) -> Manifest:
+    """Files that name the build folder (hls4ml's config, the verification report) name the package's final
+    place instead; the manifest re-hashes them. The compiled C simulation needs nothing: it finds its weights
+    beside itself (WEIGHTS_LOCATOR), and the engine's files are relative."""
+    manifest = load_manifest(work, verify=False)
+    old, new = str(work).encode(), str(final).encode()
+    changed = []
+    for rel in manifest.artifacts:
+        path = work / rel
+        data = path.read_bytes()
+        if old not in data:
+            continue
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # binary files are not rewritten (the emulators hold no build path; see patch_firmware)
+        path.write_bytes(data.replace(old, new))
+        changed.append(rel)
+    if changed:
+        manifest.add_artifacts(work, changed)
+        manifest.save(work)
+    for key, value in list(result.items()):
+        if isinstance(value, str) and str(work) in value:
+            result[key] = value.replace(str(work), str(final))
+    return manifest
+
+
+def _move_into_place(work: Path, final: Path) -> None:
+    """Swap the finished package in; an old package is set aside first and removed only after the swap."""
+    old = None
+    if final.exists():
+        if final.is_dir() and not any(final.iterdir()):
+            final.rmdir()
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.replaced-", dir=final.parent))
+            os.replace(final, old / final.name)
+    try:
+        os.replace(work, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old / final.name, final)  # put the old package back
+            old.rmdir()
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def patch_firmware(hls_dir: Path) -> list[str]:

@@ -9,6 +9,7 @@ C simulation is traced layer by layer and the first layer that differs is named 
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lepton_host.fixedpoint import FixedFormat
-from lepton_host.manifest import load_manifest
+from lepton_host.manifest import Verification, load_manifest
 
 from .build_config import BuildConfig
 from .keras_io import ModelFiles, architecture_layers, layer_outputs, load_keras
@@ -68,64 +69,69 @@ class VerifyReport:
 def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Progress | None = None) -> dict:
     progress = progress or Progress(enabled=False)
     root = Path(package_dir)
-    manifest = load_manifest(root)
-    record = json.loads((root / "hls" / "lepton_conversion.json").read_text())
-    files = ModelFiles(
-        name=manifest.model.name,
-        source=manifest.model.source,
-        architecture_json=(root / "model" / "model.json").read_text(),
-        weights_path=root / "model" / "weights.h5",
-    )
-    model32 = load_keras(files)
-    model64 = load_keras(files, "float64")
-    logits64 = _logits_twin(files)
-    in_fmt = manifest.input.format
-    shape = manifest.input.shape
+    with progress.step("load the package, its model and the input sets"):
+        manifest = load_manifest(root)
+        record = json.loads((root / "hls" / "lepton_conversion.json").read_text())
+        files = ModelFiles(
+            name=manifest.model.name,
+            source=manifest.model.source,
+            architecture_json=(root / "model" / "model.json").read_text(),
+            weights_path=root / "model" / "weights.h5",
+        )
+        model32 = load_keras(files)
+        model64 = load_keras(files, "float64")
+        logits64 = _logits_twin(files)
+        in_fmt = manifest.input.format
+        shape = manifest.input.shape
 
-    rng = np.random.default_rng(seed)
-    normal = rng.standard_normal((samples, *shape))
-    sets = {"on_grid": in_fmt.cast(np.clip(normal, in_fmt.min_value, in_fmt.max_value)), "off_grid": normal}
-    real = _real_data(manifest, samples)
-    if real is not None:
-        sets["real"] = real
+        rng = np.random.default_rng(seed)
+        normal = rng.standard_normal((samples, *shape))
+        sets = {"on_grid": in_fmt.cast(np.clip(normal, in_fmt.min_value, in_fmt.max_value)), "off_grid": normal}
+        real = _real_data(manifest, samples)
+        if real is not None:
+            sets["real"] = real
 
-    traced = _traced_model(model32, record, root, progress)
+    with progress.step("rebuild the C simulation with per-layer tracing", heartbeat_s=30):
+        traced = _traced_model(model32, record, root, progress)
     final_layer = list(traced.get_layers())[-1]
     softmax_final = final_layer is not None and final_layer.class_name == "Softmax"
     from lepton_host.emulator import CsimEmulator, FastEmulator
 
     csim, fast = CsimEmulator(root), FastEmulator(root)
     results, layers, first = [], [], None
-    for name, x in sets.items():
-        y_csim, trace = traced.trace(np.ascontiguousarray(x, dtype=np.float32))
-        y_lib = csim.predict(x)
-        y_ref = np.asarray(model64.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
-        pre_ref = np.asarray(logits64.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
-        pre = trace[final_layer.inputs[0]].reshape(len(x), -1) if softmax_final else y_lib.reshape(len(x), -1)
-        out = y_lib.reshape(len(x), -1)
-        argmax = float(np.mean(out.argmax(1) == y_ref.argmax(1))) if manifest.model.task == "classifier" else None
-        res = SetResult(
-            name=name,
-            samples=len(x),
-            identical_rows=float(np.mean(np.all(pre == pre_ref, axis=1))),
-            max_abs_diff=float(np.max(np.abs(pre - pre_ref))),
-            argmax_agreement=argmax,
-            max_abs_diff_output=float(np.max(np.abs(out - y_ref))),
-            emulator_identical=bool(np.array_equal(fast.predict(x), csim.predict(x))),
-        )
-        results.append(res)
-        if name == "on_grid" or (first is None and res.identical_rows < 1.0 and name != "off_grid"):
-            layer_rows = _compare_layers(traced, trace, layer_outputs(model64, x), pre_ref, softmax_final, name)
-            if name == "on_grid":
-                layers = layer_rows
-            diff = next((l for l in layer_rows if l.identical_rows < 1.0 and l.layer_class != "Softmax"), None)
-            diff = diff or next((l for l in layer_rows if l.identical_rows < 1.0), None)
-            if diff is not None and first is None:
-                first = {"set": name, **asdict(diff)}
-        progress.note(
-            f"{name}: identical rows {res.identical_rows:.4f}, argmax {res.argmax_agreement}, "
-            f"max|diff| {res.max_abs_diff:.3g}, fast engine == csim: {res.emulator_identical}"
-        )
+    compare = f"compare C simulation and model on {len(sets)} input sets of {samples} samples"
+    with progress.step(compare), progress.bar(len(sets), "input sets") as bar:
+        for name, x in sets.items():
+            y_csim, trace = traced.trace(np.ascontiguousarray(x, dtype=np.float32))
+            y_lib = csim.predict(x)
+            y_ref = np.asarray(model64.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
+            pre_ref = np.asarray(logits64.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
+            pre = trace[final_layer.inputs[0]].reshape(len(x), -1) if softmax_final else y_lib.reshape(len(x), -1)
+            out = y_lib.reshape(len(x), -1)
+            argmax = float(np.mean(out.argmax(1) == y_ref.argmax(1))) if manifest.model.task == "classifier" else None
+            res = SetResult(
+                name=name,
+                samples=len(x),
+                identical_rows=float(np.mean(np.all(pre == pre_ref, axis=1))),
+                max_abs_diff=float(np.max(np.abs(pre - pre_ref))),
+                argmax_agreement=argmax,
+                max_abs_diff_output=float(np.max(np.abs(out - y_ref))),
+                emulator_identical=bool(np.array_equal(fast.predict(x), csim.predict(x))),
+            )
+            results.append(res)
+            if name == "on_grid" or (first is None and res.identical_rows < 1.0 and name != "off_grid"):
+                layer_rows = _compare_layers(traced, trace, layer_outputs(model64, x), pre_ref, softmax_final, name)
+                if name == "on_grid":
+                    layers = layer_rows
+                diff = next((l for l in layer_rows if l.identical_rows < 1.0 and l.layer_class != "Softmax"), None)
+                diff = diff or next((l for l in layer_rows if l.identical_rows < 1.0), None)
+                if diff is not None and first is None:
+                    first = {"set": name, **asdict(diff)}
+            progress.note(
+                f"{name}: identical rows {res.identical_rows:.4f}, argmax {res.argmax_agreement}, "
+                f"max|diff| {res.max_abs_diff:.3g}, fast engine == csim: {res.emulator_identical}"
+            )
+            bar.advance(detail=name)
 
     grid = results[0]
     fid = manifest.fidelity
@@ -161,6 +167,8 @@ def _record(root: Path, manifest, report: dict) -> None:
     manifest.reports["verification"] = {
         k: report[k] for k in ("samples", "identical_rows", "argmax_agreement", "max_abs_diff", "passed")
     }
+    manifest.verification = Verification.from_report(
+        report, REPORT_PATH, verified=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     manifest.add_artifacts(root, [REPORT_PATH])
     manifest.save(root)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ChecksumError, FormatError, ManifestError
+from .errors import ChecksumError, FormatError, LeptonError, ManifestError
 from .fixedpoint import FixedFormat
 
 SCHEMA = "lepton-hls/manifest"
@@ -157,6 +157,116 @@ class Fidelity:
         )
 
 
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of the package's last fidelity check (`lepton-hls verify`; `build` runs one): did its C
+    simulation meet the declared fidelity? Absent in manifests written before this field: "not recorded"."""
+
+    passed: bool | None = None  # None: not recorded
+    report: str = ""  # the full report, relative to the package
+    samples: int = 0  # per input set
+    identical_rows: float | None = None  # on the input grid, before the final softmax
+    argmax_agreement: float | None = None  # on the input grid, after it (classifiers)
+    max_abs_diff: float | None = None
+    identical_rows_min: float | None = None  # the fidelity it was checked against
+    argmax_agreement_min: float | None = None
+    first_difference: str = ""  # the first differing layer and its likely cause, when one was found
+    verified: str = ""  # when (UTC, ISO 8601)
+
+    @property
+    def recorded(self) -> bool:
+        return self.passed is not None
+
+    @property
+    def failed(self) -> bool:
+        return self.passed is False
+
+    def summary(self) -> str:
+        """The fidelity numbers against their minimums, e.g. 'identical rows 0.9100 (needs >= 1.0)'."""
+        parts = []
+        if self.identical_rows is not None:
+            parts.append(f"identical rows {self.identical_rows:.4f} (needs >= {self.identical_rows_min})")
+        if self.argmax_agreement is not None:
+            parts.append(f"argmax agreement {self.argmax_agreement:.4f} (needs >= {self.argmax_agreement_min})")
+        if self.max_abs_diff is not None:
+            parts.append(f"max|diff| {self.max_abs_diff:.3g}")
+        if self.first_difference:
+            parts.append(f"first differing layer {self.first_difference}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Verification:
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise ManifestError("verification must be a JSON object")
+        passed = d.get("passed")
+        if not isinstance(passed, bool):
+            raise ManifestError(f"verification.passed must be true or false, got {passed!r}")
+
+        def num(key):
+            v = d.get(key)
+            return None if v is None else float(v)
+
+        return cls(
+            passed=passed,
+            report=str(d.get("report", "")),
+            samples=int(d.get("samples", 0)),
+            identical_rows=num("identical_rows"),
+            argmax_agreement=num("argmax_agreement"),
+            max_abs_diff=num("max_abs_diff"),
+            identical_rows_min=num("identical_rows_min"),
+            argmax_agreement_min=num("argmax_agreement_min"),
+            first_difference=str(d.get("first_difference", "")),
+            verified=str(d.get("verified", "")),
+        )
+
+    @classmethod
+    def from_report(cls, report: dict, report_path: str, verified: str = "") -> Verification:
+        """From a `lepton-hls verify` report (lepton_hls.verify.VerifyReport.to_dict())."""
+        fid = report.get("fidelity") or {}
+        first = report.get("first_difference") or {}
+        where = ""
+        if first:
+            where = f"{first.get('name')} [{first.get('layer_class')}] on {first.get('set')}: {first.get('cause', '')}"
+        return cls(
+            passed=bool(report["passed"]),
+            report=report_path,
+            samples=int(report.get("samples", 0)),
+            identical_rows=report.get("identical_rows"),
+            argmax_agreement=report.get("argmax_agreement"),
+            max_abs_diff=report.get("max_abs_diff"),
+            identical_rows_min=fid.get("identical_rows_min"),
+            argmax_agreement_min=fid.get("argmax_agreement_min"),
+            first_difference=where.rstrip(": "),
+            verified=verified,
+        )
+
+
+class UnverifiedPackageError(LeptonError):
+    """The package failed its fidelity check: its C simulation does not compute what its model computes."""
+
+
+def check_verified(manifest: Manifest, package_dir, allow_unverified: bool = False) -> str | None:
+    """Refuse a package whose recorded verification failed, unless `allow_unverified`; then return the one-line
+    warning to show. Packages without a recorded verification (built before it was recorded) pass silently."""
+    v = manifest.verification
+    if not v.failed:
+        return None
+    numbers = v.summary() or "no numbers recorded"
+    report = f"; see {Path(package_dir) / v.report}" if v.report else ""
+    if not allow_unverified:
+        raise UnverifiedPackageError(
+            f"package {package_dir} ({manifest.model.name}) failed its fidelity check: {numbers}{report}; rebuild it "
+            "(e.g. wider layer_precision) or pass --allow-unverified to run it anyway"
+        )
+    return (f"package {package_dir} ({manifest.model.name}) failed its fidelity check ({numbers}); "
+            "running it anyway (--allow-unverified)")
+
+
 @dataclass
 class Manifest:
     model: ModelInfo
@@ -168,6 +278,8 @@ class Manifest:
     artifacts: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     # Named tool reports added after the build (verification, rtl, overlay, synth): free-form JSON objects.
     reports: dict[str, Any] = field(default_factory=dict)
+    # Optional in schema version 1: older manifests lack it and load as "not recorded".
+    verification: Verification = field(default_factory=Verification)
     created: str = ""
     tool_version: str = ""
 
@@ -187,6 +299,8 @@ class Manifest:
             "artifacts": dict(sorted(self.artifacts.items())),
             "reports": self.reports,
         }
+        if self.verification.recorded:
+            body["verification"] = self.verification.to_dict()
         body["digest"] = _digest(body)
         return body
 
@@ -225,6 +339,7 @@ class Manifest:
                 fidelity=Fidelity.from_dict(d.get("fidelity", {})),
                 artifacts=dict(artifacts),
                 reports=dict(d.get("reports", {})),
+                verification=Verification.from_dict(d.get("verification")),
                 created=str(d.get("created", "")),
                 tool_version=str(d.get("tool_version", "")),
             )

@@ -48,6 +48,8 @@ def run(args) -> int:
         print(f"package {args.out}: {manifest.model.name} -> {manifest.hls.backend} {manifest.hls.part}")
         print_summary(report)
     if not report["passed"]:
-        print("lepton-hls build: the package does not meet its declared fidelity (see above)", file=sys.stderr)
+        print(f"lepton-hls build: the package does not meet its declared fidelity (see above); it is kept in "
+              f"{args.out} for inspection, marked failed in its manifest (predict and serve refuse it without "
+              "--allow-unverified)", file=sys.stderr)
         return 1
     return 0

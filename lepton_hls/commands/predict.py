@@ -24,6 +24,8 @@ def register(subparsers) -> None:
                    "board, fast for the emulator)")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds a DMA transfer may take (board backends)")
     p.add_argument("--max-batch", type=int, default=None, help="samples per DMA transfer (board backends)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="run a package whose fidelity check failed (a warning is printed)")
     p.set_defaults(func=run)
 
 
@@ -46,6 +48,7 @@ def run(args) -> int:
         load_kw = {"timeout_s": args.timeout}
         if args.max_batch:
             load_kw["max_batch"] = args.max_batch
+    check_package_verified(args.package, args.allow_unverified, "predict")
     backend = open_backend(args.package, kind=args.backend, engine=engine, **load_kw)
     try:
         y = backend.predict(x)
@@ -62,3 +65,16 @@ def run(args) -> int:
         summary += f"; argmax of the first {min(10, len(top))}: {shown}"
     print(summary + (f"; written to {args.output}" if args.output else ""))
     return 0
+
+
+def check_package_verified(package, allow_unverified: bool, command: str) -> None:
+    """Refuse a package marked failed by its fidelity check (UnverifiedPackageError), or with
+    `allow_unverified` warn on stderr in one line."""
+    import sys
+
+    from lepton_host.manifest import check_verified, load_manifest
+
+    # the backend that opens the package next checks every artifact's sha256; the digest is checked here
+    warning = check_verified(load_manifest(package, verify=False), package, allow_unverified)
+    if warning:
+        print(f"lepton-hls {command}: warning: {warning}", file=sys.stderr, flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,16 +19,22 @@ def register(subparsers) -> None:
                    help="da4ml's combinational delay budget per pipeline stage (default: the clock period)")
     p.add_argument("--board", default=None, help="board whose fabric the estimate is judged against (default: the package's)")
     p.add_argument("--check-samples", type=int, default=10000, help="inputs compared with the C simulation (0: skip)")
-    p.add_argument("--jobs", type=int, default=1, help="parallel Verilator/g++ jobs (default 1)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="parallel Verilator/g++ jobs (default: the machine's core count)")
     p.add_argument("--no-vhdl", action="store_true", help="write Verilog only")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from lepton_hls.progress import Progress, stdout_to_stderr
     from lepton_hls.rtl.package import rtl_package
 
-    r = rtl_package(args.package, clock_ns=args.clock_ns, latency_cutoff=args.latency_cutoff, board=args.board,
-                    check_samples=args.check_samples, jobs=args.jobs, vhdl=not args.no_vhdl)
+    progress = Progress()
+    # Verilator and g++ print to file descriptor 1; progress and their output go to stderr, results to stdout.
+    with stdout_to_stderr():
+        r = rtl_package(args.package, clock_ns=args.clock_ns, latency_cutoff=args.latency_cutoff, board=args.board,
+                        check_samples=args.check_samples, jobs=max(1, args.jobs), vhdl=not args.no_vhdl,
+                        log=progress.note, progress=progress)
     chk = r["check"]
     print(f"rtl: {r['latency_cycles']} cycles ({r['latency_ns']:g} ns at {r['clock_ns']:g} ns), II={r['initiation_interval']}, "
           f"~{r['lut_estimate']} LUT / {r['ff_estimate']} FF / {r['dsp_estimate']} DSP, "

@@ -49,6 +49,8 @@ def register(subparsers) -> None:
     c.add_argument("--hedge-percentile", type=float, default=None, help="e.g. 95: hedge slow cloud requests")
     c.add_argument("--cloud-json", action="store_true", help="send JSON instead of binary tensors to the cloud")
     p.add_argument("--token", default=None, help=f"bearer token (prefer the {TOKEN_ENV} environment variable)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="serve a package whose fidelity check failed (a warning is printed)")
     p.set_defaults(func=run)
 
 
@@ -64,6 +66,9 @@ def build_gateway(args):
     from lepton_hls.serving.routing import RoutingPolicy
 
     manifest = load_manifest(args.package)
+    from .predict import check_package_verified
+
+    check_package_verified(args.package, getattr(args, "allow_unverified", False), "serve")
     policy = RoutingPolicy.for_package(
         manifest, args.package, mode=args.mode,
         latency_budget_s=None if args.latency_budget_ms is None else args.latency_budget_ms / 1e3,

@@ -11,7 +11,9 @@ def register(sub) -> None:
         "verify",
         help="compare a package's C simulation with its model",
         description="Run the model (float64) and the package's C simulation on the same inputs: on the input grid, "
-        "off it, and on real data where the zoo has it. Exit status 1 when the package misses its declared fidelity.",
+        "off it, and on real data where the zoo has it. Exit status 1 when the package misses its declared fidelity; "
+        "the outcome is recorded in the manifest (predict and serve refuse a failed package without "
+        "--allow-unverified).",
     )
     p.add_argument("package", metavar="DIR")
     p.add_argument("--samples", type=int, default=2000, help="samples per input set (default 2000)")
@@ -21,13 +23,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..progress import Progress
+    from ..progress import Progress, stdout_to_stderr
     from ..verify import verify_package
 
-    from ..progress import stdout_to_stderr
-
+    # Progress goes to stderr with or without --json: stdout holds only the result (one JSON object with --json).
     with stdout_to_stderr():
-        report = verify_package(args.package, samples=args.samples, seed=args.seed, progress=Progress(not args.json))
+        report = verify_package(args.package, samples=args.samples, seed=args.seed, progress=Progress())
     if args.json:
         print(json.dumps(report, indent=2))
     else:

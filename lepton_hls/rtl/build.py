@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import Progress
 from .errors import RtlToolError
 from .toolchain import verilator_env, verilator_version
 from .tracer import Traced
@@ -88,9 +89,11 @@ def build_rtl(
     vhdl: bool = True,
     compile_emulator: bool = True,
     trace_s: float = 0.0,
+    progress: Progress | None = None,
 ) -> RtlReport:
     from da4ml.codegen import VerilogModel, VHDLModel
 
+    progress = progress or Progress(enabled=False)
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -98,28 +101,29 @@ def build_rtl(
     cutoff = float(latency_cutoff if latency_cutoff is not None else clock_ns)
     part = BOARDS.get(board, BOARDS["pynq-z2"])["part"]
     quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet):
-        model = VerilogModel(traced.comb, CORE_NAME, out / "verilog", latency_cutoff=cutoff, clock_period=clock_ns,
-                             part_name=part)
-    pipe = model._pipe
+    with progress.step(f"pipeline the core for {clock_ns:g} ns and write its Verilog"):
+        with contextlib.redirect_stdout(quiet):
+            model = VerilogModel(traced.comb, CORE_NAME, out / "verilog", latency_cutoff=cutoff,
+                                 clock_period=clock_ns, part_name=part)
+        pipe = model._pipe
+        model.write()
     t0 = time.perf_counter()
     lib = ""
     if compile_emulator:
         env = verilator_env(jobs)
-        try:
-            model.write()
-            model._compile(openmp=False, nproc=jobs, _env=env)
-        except (RuntimeError, OSError) as e:
-            raise RtlToolError(f"Verilator build of {out / 'verilog'} failed: {e}") from None
+        # one opaque Verilator + g++ run that takes minutes on large models: say that it is still going
+        with progress.step(f"build the Verilator emulator ({jobs} jobs)", heartbeat_s=30):
+            try:
+                model._compile(openmp=False, nproc=jobs, _env=env)
+            except (RuntimeError, OSError) as e:
+                raise RtlToolError(f"Verilator build of {out / 'verilog'} failed: {e}") from None
         libs = sorted((out / "verilog" / "sim").glob(f"lib{CORE_NAME}_wrapper_*.so"))
         if not libs:
             raise RtlToolError(f"Verilator produced no emulator library in {out / 'verilog' / 'sim'}")
         lib = libs[-1].relative_to(out).as_posix()
-    else:
-        model.write()
     build_s = time.perf_counter() - t0
     if vhdl:
-        with contextlib.redirect_stdout(quiet):
+        with progress.step("write the VHDL"), contextlib.redirect_stdout(quiet):
             VHDLModel(traced.comb, CORE_NAME, out / "vhdl", latency_cutoff=cutoff, clock_period=clock_ns,
                       part_name=part).write()
     kin, kout = _io_kifs(pipe)

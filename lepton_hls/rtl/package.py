@@ -3,6 +3,7 @@ check it bit for bit against the C simulation, and record the result in the mani
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from .tracer import trace
 
 RTL_DIR = "rtl"
 REPORT = Path("reports") / "rtl.json"
+CHECK_CHUNKS = 20  # the check runs in this many slices, so that its progress shows
 
 
 class RtlMismatchError(LeptonError):
@@ -51,21 +53,36 @@ def reference_raw(package_dir, emu: RtlEmulator, raw: np.ndarray) -> np.ndarray:
     """What the RTL must output for `raw`: the C simulation's output, or, when the RTL stops before an
     uncovered tail (softmax), that layer's output from the package's integer engine (which `verify` holds
     bit-identical to the C simulation: the C simulation itself exposes only the final output)."""
+    return _reference(package_dir, emu)(raw)
+
+
+def _reference(package_dir, emu: RtlEmulator):
+    """reference_raw's model, loaded once for many calls."""
     if emu.uncovered:
-        return np.asarray(FastEmulator(package_dir).trace_raw(raw)[emu.output.name], dtype=np.int64)
-    return np.asarray(CsimEmulator(package_dir).predict_raw(raw), dtype=np.int64)
+        fast = FastEmulator(package_dir)
+        return lambda raw: np.asarray(fast.trace_raw(raw)[emu.output.name], dtype=np.int64)
+    csim = CsimEmulator(package_dir)
+    return lambda raw: np.asarray(csim.predict_raw(raw), dtype=np.int64)
 
 
-def check_against_csim(package_dir, emu: RtlEmulator, n: int = 10000, seed: int = 0) -> RtlCheck:
+def check_against_csim(package_dir, emu: RtlEmulator, n: int = 10000, seed: int = 0, progress=None) -> RtlCheck:
     root = Path(package_dir)
     raw = check_inputs(emu.input.format, emu.input.shape, n, seed)
-    t0 = time.perf_counter()
-    got = emu.predict_raw(raw)
-    t_emu = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = reference_raw(root, emu, raw)
     reference = f"engine:{emu.output.name}" if emu.uncovered else "csim"
-    t_ref = time.perf_counter() - t0
+    chunks = np.array_split(np.arange(n), min(CHECK_CHUNKS, n))
+    reference_of = _reference(root, emu)
+    got, ref, t_emu, t_ref = [], [], 0.0, 0.0
+    with (progress.bar(n, "inputs") if progress else contextlib.nullcontext()) as bar:
+        for idx in chunks:
+            t0 = time.perf_counter()
+            got.append(emu.predict_raw(raw[idx]))
+            t_emu += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ref.append(reference_of(raw[idx]))
+            t_ref += time.perf_counter() - t0
+            if bar is not None:
+                bar.advance(len(idx))
+    got, ref = np.concatenate(got), np.concatenate(ref)
     diff = np.abs(got.reshape(n, -1) - np.asarray(ref, dtype=np.int64).reshape(n, -1))
     return RtlCheck(reference, n, float(np.mean(diff.max(axis=1) == 0)), int(diff.max()), round(t_emu, 4), round(t_ref, 3))
 
@@ -79,23 +96,30 @@ def rtl_package(
     jobs: int = 1,
     vhdl: bool = True,
     log=print,
+    progress=None,
 ) -> dict:
+    """`progress` (a lepton_hls.progress.Progress): numbered steps and the check's progress bar."""
     root = Path(package_dir)
+    step = progress.step if progress else (lambda *_a, **_k: contextlib.nullcontext())
     if not root.is_dir():
         raise ManifestError(f"{root} is not a package directory (run `lepton-hls build MODEL --out {root}` first)")
     manifest = load_manifest(root) if (root / MANIFEST_NAME).is_file() else None
     if board is None:
         board = (manifest.hls.board if manifest and manifest.hls.board in BOARDS else None) or "pynq-z2"
     t0 = time.perf_counter()
-    traced = trace(load_engine_ir(root / "engine"))
+    with step("trace the package's engine graph into logic"):
+        traced = trace(load_engine_ir(root / "engine"))
     t_trace = time.perf_counter() - t0
     if traced.uncovered:
         log(f"rtl: the RTL ends at layer {traced.output_layer}; not covered: {', '.join(traced.uncovered)}")
     log(f"rtl: traced in {t_trace:.1f} s; building the Verilator emulator (this takes a while for large models)")
     report: RtlReport = build_rtl(traced, root / RTL_DIR, clock_ns=clock_ns, latency_cutoff=latency_cutoff,
-                                  board=board, jobs=jobs, vhdl=vhdl, trace_s=t_trace)
+                                  board=board, jobs=jobs, vhdl=vhdl, trace_s=t_trace, progress=progress)
     emu = RtlEmulator(root)
-    check = check_against_csim(root, emu, n=check_samples) if check_samples else None
+    check = None
+    if check_samples:
+        with step(f"compare the Verilator emulation with the C simulation on {check_samples} inputs"):
+            check = check_against_csim(root, emu, n=check_samples, progress=progress)
     result = {
         "tool": "da4ml + verilator",
         "latency_cycles": report.latency_cycles,
