@@ -270,7 +270,7 @@ def test_cloud_client_against_an_mlserver_style_server(package):
                 status, r = one(gw.url, x)
                 assert status == 200 and r["parameters"]["served_by"] == "cloud"
                 np.testing.assert_allclose(_y(r), keras_reference(package, x), atol=1e-6)
-            assert service.cloud._binary is False  # negotiated from the server's metadata
+            assert service.cloud.binary is False  # negotiated from the server's metadata
         kw = {"model": "not_there"}
         with running_gateway(package, NumpyBoardBackend(package), quirky.url, policy=RoutingPolicy(mode="cloud"),
                              cloud_kw=kw) as (gw, _):

@@ -28,8 +28,11 @@ def run(args) -> int:
     from lepton_hls.serving.app import ServerOptions
     from lepton_hls.serving.batcher import BatcherConfig
     from lepton_hls.serving.cloud_server import CloudServerConfig, create_cloud_server
-    from lepton_hls.serving.runner import serve_forever
+    from lepton_hls.serving.options import check_serving_args
+    from lepton_hls.serving.runner import bind, serve_forever
 
+    check_serving_args(args)
+    sock = bind(args.host, args.port)  # before the model loads and anything is announced
     config = CloudServerConfig(
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
                               max_queue_size=args.max_queue, compute_timeout_s=10.0),
@@ -37,8 +40,12 @@ def run(args) -> int:
         server=ServerOptions(server_name="lepton-hls-cloud", server_version=__version__,
                              token=os.environ.get(TOKEN_ENV) or None),
     )
-    app, service = create_cloud_server(args.package, config)
-    print(f"lepton-hls cloud: {service.name} on http://{args.host}:{args.port}/v2/models/{service.name} "
+    try:
+        app, service = create_cloud_server(args.package, config)
+    except BaseException:
+        sock.close()
+        raise
+    print(f"lepton-hls cloud: {service.name} on http://{args.host}:{sock.getsockname()[1]}/v2/models/{service.name} "
           f"(TensorFlow on {service.model.device})")
-    serve_forever(app, args.host, args.port)
+    serve_forever(app, sock)
     return 0

@@ -99,14 +99,23 @@ def build_gateway(args):
 
 
 def run(args) -> int:
-    from lepton_hls.serving.runner import serve_forever
+    from lepton_hls.serving.cloud_client import redact_url
+    from lepton_hls.serving.options import check_serve_args
+    from lepton_hls.serving.runner import bind, serve_forever
 
-    app, service, backend = build_gateway(args)
-    where = f"http://{args.host}:{args.port}"
-    print(f"lepton-hls serve: {service.name} on {where}/v2/models/{service.name} "
-          f"(edge: {backend.name}; cloud: {args.cloud or 'none'}; routing: {service.router.policy.to_dict()})")
+    check_serve_args(args)
+    sock = bind(args.host, args.port)  # before the announcement: a port in use is one error line
     try:
-        serve_forever(app, args.host, args.port)
+        app, service, backend = build_gateway(args)
+    except BaseException:
+        sock.close()
+        raise
+    where = f"http://{args.host}:{sock.getsockname()[1]}"
+    cloud = redact_url(args.cloud) if args.cloud else "none"
+    print(f"lepton-hls serve: {service.name} on {where}/v2/models/{service.name} "
+          f"(edge: {backend.name}; cloud: {cloud}; routing: {service.router.policy.to_dict()})")
+    try:
+        serve_forever(app, sock)
     finally:
         backend.close()
     return 0

@@ -8,28 +8,43 @@ body size limit, and Prometheus `/metrics`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hmac
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lepton_host.errors import LeptonError
 
-from .errors import BadRequest, NotFound, PayloadTooLarge, ServingError, Unauthorized
+from .errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServingError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from .metrics import CONTENT_TYPE_LATEST, ServingMetrics
 from .oip import FLOAT_TYPES, HEADER_LENGTH, InferRequest, Tensor, encode_infer_response, parse_infer_request
 
 TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "FP16": "TYPE_FP16"}
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+FP32_MAX = float(np.finfo(np.float32).max)
+# Content-Encoding -> zlib wbits (tritonclient's request_compression_algorithm sends gzip or zlib "deflate").
+ENCODINGS = {"identity": None, "gzip": 31, "x-gzip": 31, "deflate": 15}
+CLIENT_DISCONNECTED = "client_disconnected"  # the requests metric's outcome for a caller that went away
+_BODY_READ = "lepton.body_read"  # scope key: the request body was read to its end
 
 
 @dataclass(frozen=True)
@@ -66,12 +81,39 @@ class ServerOptions:
     server_name: str = "lepton-hls"
     server_version: str = ""
     token: str | None = None
-    max_body_bytes: int = 8 << 20
+    max_body_bytes: int = 8 << 20  # on the wire and after decompression
     max_request_rows: int = 4096
+    body_timeout_s: float = 10.0  # from the end of the headers to the end of the body
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def inflate(data: bytes, wbits: int, limit: int) -> bytes:
+    """Decompress a gzip (wbits 31) or zlib (15; raw deflate also accepted) body to at most `limit` bytes."""
+    if wbits == 15 and len(data) >= 2 and (data[0] & 0x0F != 8 or (data[0] << 8 | data[1]) % 31):
+        wbits = -15  # no zlib header: raw deflate, as some clients send for "deflate"
+    out, rest = [], data
+    size = 0
+    try:
+        while True:  # gzip allows several members back to back
+            d = zlib.decompressobj(wbits)
+            chunk = d.decompress(rest, limit - size + 1)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body decompresses to more than the limit of {limit} bytes")
+            out.append(chunk)
+            if not d.eof:
+                raise BadRequest("compressed request body ends before its compressed stream does")
+            rest = d.unused_data
+            if not rest or wbits != 31:
+                break
+    except zlib.error as e:
+        raise BadRequest(f"request body is not valid {'gzip' if wbits == 31 else 'deflate'} data: {e}") from None
+    if rest:
+        raise BadRequest(f"request body carries {len(rest)} bytes after its compressed stream")
+    return b"".join(out)
 
 
 def create_app(service: ModelService, options: ServerOptions | None = None) -> Starlette:
@@ -91,6 +133,9 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
                         if not hmac.compare_digest(got, expected_auth):
                             raise Unauthorized("missing or wrong bearer token (send 'Authorization: Bearer <token>')")
                     response = await fn(request)
+                except ClientDisconnect:  # not a fault of ours: no one is left to answer
+                    metrics.child(metrics.requests, route, CLIENT_DISCONNECTED).inc()
+                    return _error(499, "client closed the request")
                 except ServingError as e:
                     response = _error(e.status, str(e))
                 except LeptonError as e:
@@ -98,6 +143,9 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
                 except Exception as e:  # keep serving; say what broke
                     response = _error(500, f"internal error: {type(e).__name__}: {e}")
                 code = response.status_code
+                if code >= 400 and request.method == "POST" and not request.scope.get(_BODY_READ):
+                    # The rest of the body may never come (or come slowly): do not keep the connection for it.
+                    response.headers["connection"] = "close"
                 metrics.child(metrics.requests, route, "ok" if code < 400 else str(code)).inc()
                 return response
 
@@ -162,16 +210,28 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
         })
 
     async def read_body(request: Request) -> bytes:
+        encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
+        if encoding not in ENCODINGS:
+            raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or "
+                                       f"an uncompressed body")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > opts.max_body_bytes:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {opts.max_body_bytes}")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > opts.max_body_bytes:
-                raise PayloadTooLarge(f"request body exceeds the limit of {opts.max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            async with asyncio.timeout(opts.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > opts.max_body_bytes:
+                        raise PayloadTooLarge(f"request body exceeds the limit of {opts.max_body_bytes} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestTimeout(f"request body did not arrive within {opts.body_timeout_s:.3g} s "
+                                 f"({size} bytes came)") from None
+        request.scope[_BODY_READ] = True
+        body = b"".join(chunks)
+        wbits = ENCODINGS[encoding]
+        return body if wbits is None else inflate(body, wbits, opts.max_body_bytes)
 
     def validate(req: InferRequest) -> np.ndarray:
         spec = service.input
@@ -192,6 +252,8 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
             raise BadRequest(f"batch of {shape[0]} samples exceeds the limit of {opts.max_request_rows} per request")
         if not np.isfinite(t.data).all():
             raise BadRequest(f"input {t.name!r} holds NaN or Inf; the model needs finite values")
+        if t.data.dtype == np.float64 and spec.datatype == "FP32" and np.abs(t.data).max() > FP32_MAX:
+            raise BadRequest(f"input {t.name!r} holds FP64 values beyond the FP32 range the model takes")
         if req.outputs:
             for o in req.outputs:
                 if o.name != service.output.name:
@@ -226,6 +288,10 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
     async def not_found(request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Outside the endpoints (routing, middleware): the same JSON shape as every other answer.
+        return _error(500, f"internal error: {type(exc).__name__}")
+
     m = "/v2/models/{model}"
     mv = "/v2/models/{model}/versions/{version}"
     routes = [
@@ -251,6 +317,7 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
         finally:
             await service.stop()
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found, Exception: internal_error},
+                     lifespan=lifespan)
 
 

@@ -227,7 +227,8 @@ class DynamicBatcher:
             queue_s = start - batch[0].enqueued
             self._busy_since = start
             call = None
-            if 0 < self._compute_ewma_s < cfg.inline_max_s and start >= self._inline_blocked_until:
+            inline = 0 < self._compute_ewma_s < cfg.inline_max_s and start >= self._inline_blocked_until
+            if inline:
                 y, err = self._call_inline(x)
             else:
                 call = loop.run_in_executor(self._executor, self._predict, x, cfg.compute_timeout_s)
@@ -260,6 +261,11 @@ class DynamicBatcher:
                     rows = y[offset : offset + b.n]
                     b.future.set_result(BatchResult(rows, start - b.enqueued, compute_s, x.shape[0]))
                 offset += b.n
+            if inline:
+                # An inline batch never awaited: without a turn for the loop here, a long queue is drained
+                # batch after batch before any other request is even read, and a full queue's refusals
+                # (which take microseconds) wait for all of it.
+                await asyncio.sleep(0)
 
     def _call_inline(self, x: np.ndarray):
         start = time.perf_counter()

@@ -5,7 +5,11 @@ recent latency percentile; the first answer wins).
 
 It talks to any OIP server: the reference cloud server, Triton, KServe, MLServer. Servers differ in small
 ways, handled here: errors as `{"error": ...}` or FastAPI's `{"detail": ...}`, and servers without Triton's
-binary tensor extension (a 4xx answer to a binary request switches this client to JSON for good).
+binary tensor extension (not listed in their metadata, or a 4xx to a binary request that JSON then gets
+through: JSON for a while, then binary is tried again).
+
+What the gateway's callers see of the cloud says "the cloud", never its address or credentials; credentials
+in the URL (`http://user:secret@host`) travel as HTTP basic auth and are kept out of every message.
 """
 
 from __future__ import annotations
@@ -39,8 +43,26 @@ class CloudConfig:
     hedge_percentile: float | None = None  # e.g. 95: hedge once the request outlives p95 of recent ones
     hedge_min_samples: int = 20
     binary: bool = True
+    binary_reprobe_s: float = 60.0  # after the server refused binary tensors, JSON for this long, then ask again
     token: str | None = None
     breaker: BreakerConfig | None = None
+
+
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """-> (the URL without user:password@, (user, password) or None)."""
+    u = httpx.URL(url)
+    if not u.userinfo:
+        return url, None
+    return str(u.copy_with(username=None, password=None)), (u.username, u.password)
+
+
+def redact_url(url: str) -> str:
+    """The URL for logs: credentials replaced by `***`."""
+    try:
+        u = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "<invalid URL>"
+    return str(u.copy_with(username="***", password=None)) if u.userinfo else url
 
 
 class RetryBudget:
@@ -68,11 +90,13 @@ class CloudClient:
         self.input_name = input_name
         self.output_name = output_name
         self.metrics = metrics
-        self.base = config.url.rstrip("/")
+        base, auth = split_userinfo(config.url)
+        self.base = base.rstrip("/")
         self.breaker = CircuitBreaker(config.breaker or BreakerConfig(), on_change=self._breaker_changed)
         self.budget = RetryBudget(config.retry_budget_ratio, config.retry_reserve)
-        self._binary = config.binary
-        self._negotiated = False
+        self._binary_listed = config.binary  # the server's metadata lists the binary extension
+        self._negotiated_at: float | None = None
+        self._json_until = 0.0  # the server refused binary tensors that it then took as JSON: JSON until then
         self._latencies: collections.deque[float] = collections.deque(maxlen=200)
         headers = {"authorization": f"Bearer {config.token}"} if config.token else {}
         self._client = httpx.AsyncClient(
@@ -80,6 +104,7 @@ class CloudClient:
             limits=httpx.Limits(max_connections=config.max_connections,
                                 max_keepalive_connections=config.max_connections),
             headers=headers,
+            auth=auth,
         )
         if metrics is not None:
             metrics.breaker_state.set(0)
@@ -88,6 +113,11 @@ class CloudClient:
         if self.metrics is not None:
             self.metrics.breaker_state.set(STATE_VALUE[state])
             self.metrics.breaker_transitions.labels(state).inc()
+
+    @property
+    def binary(self) -> bool:
+        """Whether requests go out with binary tensors now."""
+        return self.config.binary and self._binary_listed and time.monotonic() >= self._json_until
 
     @property
     def available(self) -> bool:
@@ -110,18 +140,24 @@ class CloudClient:
         open), DeadlineExceeded, or UpstreamError with the server's own message."""
         if not self.breaker.allow():
             raise Unavailable(
-                f"cloud {self.base} is failing; circuit breaker open for another {self.breaker.retry_after_s():.1f} s"
+                f"the cloud is failing; circuit breaker open for another {self.breaker.retry_after_s():.1f} s"
             )
         start = time.perf_counter()
         self.budget.earn()
-        if self._binary and not self._negotiated:
+        if self.config.binary and (self._negotiated_at is None
+                                   or time.monotonic() - self._negotiated_at > self.config.binary_reprobe_s):
             await self._negotiate()
         try:
             coro = self._with_retries(np.ascontiguousarray(x, dtype=np.float32))
             y = await (asyncio.wait_for(coro, timeout_s) if timeout_s is not None else coro)
         except asyncio.TimeoutError:
-            self.breaker.record_failure()
-            raise DeadlineExceeded(f"cloud {self.base} did not answer within {timeout_s:.3g} s") from None
+            if timeout_s >= self.config.read_timeout_s:
+                self.breaker.record_failure()  # it had the whole read timeout and did not answer
+            else:
+                # The caller's deadline was shorter than the cloud is allowed to take: no verdict on the cloud
+                # (a client sending tiny timeouts must not open the breaker for everyone).
+                self.breaker.release_probe()
+            raise DeadlineExceeded(f"the cloud did not answer within {timeout_s:.3g} s") from None
         except UpstreamError as e:
             if e.server_fault:
                 self.breaker.record_failure()
@@ -179,14 +215,15 @@ class CloudClient:
             r = await self._client.get(f"{self.base}/v2")
         except httpx.HTTPError:
             return  # ask again next time; the request itself will report the connection problem
-        self._negotiated = True
+        self._negotiated_at = time.monotonic()
         if r.status_code == 200:
             try:
                 extensions = r.json().get("extensions") or []
             except (ValueError, AttributeError):
                 extensions = []
-            if "binary_tensor_data" not in extensions:
-                self._binary = False
+            self._binary_listed = isinstance(extensions, list) and "binary_tensor_data" in extensions
+        else:
+            self._binary_listed = True  # no metadata to go by: try binary, a refusal falls back per request
 
     def _hedge_delay(self) -> float | None:
         p = self.config.hedge_percentile
@@ -198,42 +235,52 @@ class CloudClient:
         if self.metrics is not None:
             self.metrics.cloud_attempts.labels(kind, outcome).inc()
 
-    async def _attempt(self, x: np.ndarray, kind: str) -> np.ndarray:
+    def _scrub(self, text: str) -> str:
+        """A server's own error text, without the cloud's address (a proxy's error page may name it)."""
+        host = httpx.URL(self.base).host
+        text = text.replace(self.base, "the cloud")
+        return text.replace(host, "the cloud") if host else text
+
+    async def _attempt(self, x: np.ndarray, kind: str, binary: bool | None = None) -> np.ndarray:
         url = f"{self.base}/v2/models/{self.model}/infer"
         tensor = Tensor(self.input_name, "FP32", x)
-        binary = self._binary
+        if binary is None:
+            binary = self.binary
         body, headers = encode_infer_request([tensor], binary=binary, binary_outputs=binary)
         try:
             r = await self._client.post(url, content=body, headers=headers)
         except httpx.TimeoutException as e:
             self._count(kind, "timeout")
-            raise UpstreamError(f"cloud {self.base} timed out ({type(e).__name__})", None, retryable=False) from None
+            raise UpstreamError(f"the cloud timed out ({type(e).__name__})", None, retryable=False) from None
         except httpx.HTTPError as e:
+            # The exception's own text may carry the cloud's address: the type says enough to the caller.
             self._count(kind, "connect_error")
-            raise UpstreamError(f"cloud {self.base} unreachable: {type(e).__name__}: {e}", None) from None
+            raise UpstreamError(f"the cloud is unreachable ({type(e).__name__})", None) from None
         if r.status_code != 200:
             self._count(kind, str(r.status_code))
-            msg = error_message(r.content, r.reason_phrase)
+            msg = self._scrub(error_message(r.content, r.reason_phrase))
             if binary and r.status_code in (400, 415, 422):
-                # A server without the binary extension: speak JSON from now on and ask again at once.
-                self._binary = False
-                return await self._attempt(x, kind)
+                # A server without the binary extension, or one that disliked this payload: ask again in JSON.
+                # Only if JSON gets through is binary set aside (for a while; one bad payload decides nothing).
+                y = await self._attempt(x, kind, binary=False)
+                self._json_until = time.monotonic() + self.config.binary_reprobe_s
+                return y
             raise UpstreamError(
-                f"cloud {self.base} answered {r.status_code}: {msg}", r.status_code,
+                f"the cloud answered {r.status_code}: {msg}", r.status_code,
                 retryable=r.status_code in RETRYABLE_STATUS,
             )
         self._count(kind, "ok")
         try:
             resp = decode_infer_response(r.content, r.headers.get(HEADER_LENGTH))
         except ValueError as e:
-            raise UpstreamError(f"cloud {self.base}: {e}", 200, retryable=False) from None
+            raise UpstreamError(f"the cloud: {e}", 200, retryable=False) from None
         if not resp.outputs:
-            raise UpstreamError(f"cloud {self.base} answered without outputs", 200, retryable=False)
+            raise UpstreamError("the cloud answered without outputs", 200, retryable=False)
         out = resp.outputs.get(self.output_name) if self.output_name else None
         if out is None:
             out = next(iter(resp.outputs.values()))
         if out.shape[0] != x.shape[0]:
             raise UpstreamError(
-                f"cloud {self.base} answered {out.shape[0]} rows for {x.shape[0]}", 200, retryable=False
+                f"the cloud answered {out.shape[0]} rows for {x.shape[0]}", 200, retryable=False
             )
         return out.astype(np.float64)

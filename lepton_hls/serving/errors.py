@@ -65,3 +65,13 @@ class EdgeUnavailable(ServingError):
     """The edge backend cannot take this work (unhealthy, stalled, or failed); the router sends it elsewhere."""
 
     status = 503
+
+
+class RequestTimeout(ServingError):
+    """The request body did not arrive in time."""
+
+    status = 408
+
+
+class UnsupportedMediaType(ServingError):
+    status = 415

@@ -22,7 +22,7 @@ from . import routing as R
 from .app import ServerOptions, TensorInfo, create_app
 from .batcher import BatcherConfig, DynamicBatcher
 from .cloud_client import CloudClient, CloudConfig
-from .errors import EdgeUnavailable, Overloaded, ServingError, Unavailable
+from .errors import DeadlineExceeded, EdgeUnavailable, Overloaded, ServingError, Unavailable
 from .metrics import ServingMetrics
 from .oip import InferRequest
 
@@ -159,6 +159,12 @@ class EdgeService:
                     cloud_task.cancel()
                 self.metrics.child(self.metrics.rejected, "queue_full").inc()
                 raise
+            except DeadlineExceeded:
+                # The caller's own deadline ran out while the edge was working on it: nothing is wrong with the
+                # edge (other requests keep using it), and the cloud would have no time left either.
+                if cloud_task is not None:
+                    cloud_task.cancel()
+                raise
             except (EdgeUnavailable, ServingError) as e:
                 edge_err = e
                 self._edge_down_until = time.perf_counter() + self.config.edge_retry_s
@@ -191,6 +197,8 @@ class EdgeService:
                     raise Unavailable(f"no path could answer: {edge_note}; cloud: {e}") from None
                 try:
                     y[cloud_idx] = await self._edge(x[cloud_idx], deadline)
+                except DeadlineExceeded:
+                    raise
                 except ServingError as ee:
                     raise Unavailable(f"no path could answer: edge: {ee}; cloud: {e}") from None
                 served[cloud_idx] = "edge"
@@ -238,7 +246,10 @@ class EdgeService:
         try:
             res = await asyncio.wait_for(fut, max(remaining, 1e-4))
         except asyncio.TimeoutError:
-            raise EdgeUnavailable("edge did not answer within the request timeout") from None
+            # Only the batcher judges the edge (a batch past compute_timeout_s is a hang); running out of the
+            # request's own time, which the caller may set as short as it likes, says nothing about it.
+            raise DeadlineExceeded("no answer within the request's timeout (the edge was still working on it)") \
+                from None
         except asyncio.CancelledError:
             fut.cancel()  # the caller went away: the batcher skips it
             raise

@@ -115,7 +115,7 @@ def _tensor_from_json(t: Any, where: str, binary: memoryview, offset: int) -> tu
     if not isinstance(name, str) or not name:
         raise BadRequest(f"{where}.name must be a non-empty string")
     datatype = t.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise BadRequest(
             f"{where} ({name}): datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)}"
         )
@@ -179,6 +179,8 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise BadRequest(f"outputs[{i}] must be an object with a name")
             op = o.get("parameters") or {}
+            if not isinstance(op, dict):
+                raise BadRequest(f"outputs[{i}].parameters must be a JSON object")
             outputs.append(RequestedOutput(o["name"], bool(op.get("binary_data", binary_default))))
     return InferRequest(rid, params, inputs, outputs, binary_default)
 

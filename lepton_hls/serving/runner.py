@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -10,34 +11,64 @@ import time
 import uvicorn
 
 from .errors import ServingError
+from .http_guard import HttpLimits, guarded_protocol
 
 LOOPBACK = "127.0.0.1"
 
 
-def _config(app, host: str, port: int, log_level: str) -> uvicorn.Config:
+def _config(app, host: str, port: int, log_level: str, limits: HttpLimits | None) -> uvicorn.Config:
+    limits = limits or HttpLimits()
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                          timeout_graceful_shutdown=2)
+                          timeout_graceful_shutdown=2, http=guarded_protocol(limits),
+                          timeout_keep_alive=limits.keep_alive_s)
 
 
-def serve_forever(app, host: str = LOOPBACK, port: int = 8000, log_level: str = "info") -> None:
-    uvicorn.Server(_config(app, host, port, log_level)).run()
+class BindError(ServingError):
+    """The server's address cannot be listened on (in use, not this machine's, no permission)."""
+
+    status = 500
+
+
+def bind(host: str = LOOPBACK, port: int = 8000) -> socket.socket:
+    """A TCP socket bound to host:port, before anything is announced: a port in use is one clear error here,
+    not a log line from inside the server. Port 0 picks a free port (see `getsockname()`)."""
+    if not 0 <= port <= 65535:
+        raise BindError(f"port {port} is not a TCP port (0-65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as e:
+        raise BindError(f"cannot listen on {host!r}: not an address of this machine ({e.strerror})") from None
+    family, _, proto, _, addr = infos[0]
+    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets that do, and without it every response
+    # (headers and body are two writes) waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        hint = " (another server running? choose another --port)" if e.errno == errno.EADDRINUSE else ""
+        raise BindError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
+    return sock
+
+
+def serve_forever(app, sock: socket.socket, log_level: str = "info", limits: HttpLimits | None = None) -> None:
+    """Serve on a socket from `bind` until interrupted."""
+    host, port = sock.getsockname()[:2]
+    try:
+        uvicorn.Server(_config(app, host, port, log_level, limits)).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 class ServerThread:
     """A uvicorn server on a daemon thread, bound before start so port 0 picks a free port."""
 
-    def __init__(self, app, host: str = LOOPBACK, port: int = 0, log_level: str = "warning"):
-        # proto must say TCP: asyncio sets TCP_NODELAY only on sockets that do, and without it every response
-        # (headers and body are two writes) waits ~40 ms for the client's delayed ACK.
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as e:
-            self._sock.close()
-            raise ServingError(f"cannot bind {host}:{port}: {e}") from None
+    def __init__(self, app, host: str = LOOPBACK, port: int = 0, log_level: str = "warning",
+                 limits: HttpLimits | None = None):
+        self._sock = bind(host, port)
         self.host, self.port = self._sock.getsockname()[:2]
-        self._server = uvicorn.Server(_config(app, host, self.port, log_level))
+        self._server = uvicorn.Server(_config(app, host, self.port, log_level, limits))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"server-{self.port}", daemon=True)
 
