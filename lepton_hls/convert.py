@@ -89,11 +89,12 @@ def convert(model, cfg: BuildConfig, output_dir: str, calibration: np.ndarray | 
     if report.float_model:
         progress("float model: profiling layer ranges to choose fixed-point types")
         _profile_types(model, cfg, hcfg, calibration, output_dir, report)
+    pin = _quantizer_parents(model, hcfg)
     hls_model = None
     for iteration in range(1, 12):
         hls_model = _hls4ml_convert(model, hcfg, cfg, output_dir)
         report.iterations = iteration
-        changes = _exactness_changes(hls_model, hcfg, cfg)
+        changes = _exactness_changes(hls_model, hcfg, cfg, owned=report.exact_types, pin=pin)
         if not changes:
             break
         for lname, prec in changes.items():
@@ -142,40 +143,178 @@ def fmt_of(precision) -> FixedFormat | None:
     return None
 
 
-def _exactness_changes(hls_model, hcfg: dict, cfg: BuildConfig) -> dict:
-    """Layers whose accumulator/result type cannot hold the exact value -> the exact type strings."""
+def _exactness_changes(hls_model, hcfg: dict, cfg: BuildConfig, owned: dict | None = None, pin=()) -> dict:
+    """Layers whose types cannot hold the exact value -> the exact type strings.
+
+    `owned` holds the types an earlier pass set (they may be widened again when an input widened); `pin` names
+    layers whose result must be written into the config even when hls4ml's inference already holds it (see
+    `_quantizer_parents`).
+    """
     if cfg.default_precision != "auto":
         return {}
+    owned = owned or {}
     changes: dict = {}
     layer_cfg = hcfg["LayerName"]
     for layer in hls_model.get_layers():
         user = cfg.layer_precision.get(layer.name, {}) if cfg.layer_precision else {}
-        free_result = layer_cfg.get(layer.name, {}).get("Precision", {}).get("result", "auto") == "auto" and "result" not in user
-        in_var = layer.get_input_variable() if layer.inputs else None
-        in_fmt = fmt_of(in_var.type.precision) if in_var is not None else None
-        if in_fmt is None:
+        configured = layer_cfg.get(layer.name, {}).get("Precision", {})
+        if not isinstance(configured, dict):
             continue
-        if layer.class_name in MAC_LAYERS:
-            exact = _exact_mac_format(layer, in_fmt)
-            if exact is None:
+        in_vars = [layer.get_input_variable(i) for i in layer.inputs] if layer.inputs else []
+        if not in_vars or any(v is None for v in in_vars):
+            continue  # the model's inputs
+        in_fmts = [fmt_of(v.type.precision) for v in in_vars]
+        if any(f is None for f in in_fmts):
+            continue
+        exact = _exact_types(layer, in_fmts)
+        want = {}
+        for key, fmt in exact.items():
+            if key in user or not (configured.get(key, "auto") == "auto" or key in owned.get(layer.name, {})):
                 continue
-            want = {}
-            if "accum" not in user and not _holds(fmt_of(layer.get_attr("accum_t").precision), exact):
-                want["accum"] = _hls_str(exact)
-            if free_result and not _holds(fmt_of(layer.get_output_variable().type.precision), exact):
-                want["result"] = _hls_str(exact)
-            if want:
-                changes[layer.name] = want
-        elif layer.class_name in ("Activation", "Pooling1D", "Pooling2D") and free_result:
-            act = layer.get_attr("activation")
-            pool = layer.get_attr("pool_op", "Max")
-            if layer.class_name == "Activation" and act not in PASS_THROUGH_ACTIVATIONS:
-                continue
-            if layer.class_name.startswith("Pooling") and str(pool).lower() != "max":
-                continue
-            if not _holds(fmt_of(layer.get_output_variable().type.precision), in_fmt):
-                changes[layer.name] = {"result": _hls_str(in_fmt)}
+            forced = key == "result" and layer.name in pin and configured.get(key, "auto") == "auto"
+            if forced or not _holds(_current_format(layer, key), fmt):
+                want[key] = _hls_str(fmt)
+        if want:
+            changes[layer.name] = want
     return changes
+
+
+def _exact_types(layer, in_fmts: list) -> dict:
+    """The per-layer-kind rule: {type key ('result', 'accum', 'scale', 'bias'): FixedFormat} that makes the layer
+    reproduce the model; {} where no rule applies (quantizers fix the type, or the layer cannot be exact)."""
+    kind = layer.class_name
+    if kind in MAC_LAYERS:
+        exact = _exact_mac_format(layer, in_fmts[0])
+        return {} if exact is None else {"accum": exact, "result": exact}
+    if kind == "Activation":
+        return {"result": in_fmts[0]} if layer.get_attr("activation") in PASS_THROUGH_ACTIVATIONS else {}
+    if kind in ("Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D"):
+        return _exact_pool(layer, in_fmts[0])
+    if kind == "BatchNormalization":
+        return _exact_batchnorm(layer, in_fmts[0])
+    if kind in ("Merge", "Concatenate") and len(in_fmts) == 2:
+        return _exact_merge(layer, *in_fmts)
+    return {}
+
+
+def _current_format(layer, key: str) -> FixedFormat | None:
+    if key == "result":
+        return fmt_of(layer.get_output_variable().type.precision)
+    t = layer.get_attr(f"{key}_t")
+    return fmt_of(t.precision) if t is not None else None
+
+
+def _quantizer_parents(model, hcfg: dict) -> set:
+    """Layers feeding a `QActivation(quantized_bits(...))`.
+
+    hls4ml turns that quantizer into a linear activation with the quantizer's type, and its linear-activation
+    merge then folds it into the layer before whenever that layer's result type is 'auto', dropping the
+    quantizer's rounding and saturation. Writing the exact type into the parent's config keeps the activation.
+    """
+    names = set()
+    for layer in model.layers:
+        if type(layer).__name__ != "QActivation":
+            continue
+        act = getattr(layer, "quantizer", None) or layer.activation  # `activation` keeps the string form
+        if type(act).__name__ != "quantized_bits" and not (isinstance(act, str) and act.startswith("quantized_bits")):
+            continue
+        for node in layer.inbound_nodes:
+            parents = node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]
+            for parent in parents:
+                names.add(parent.name)
+                fused = parent.get_config().get("activation")
+                if isinstance(fused, str) and f"{parent.name}_{fused}" in hcfg["LayerName"]:
+                    names.add(f"{parent.name}_{fused}")
+    return names
+
+
+def _exact_pool(layer, in_fmt: FixedFormat) -> dict:
+    """Max pooling passes values through. Average pooling sums the window in accum_t, then divides by the number
+    of values in place, truncating toward zero (nnet::avg): the accumulator needs the window sum's integer bits and
+    the quotient's fraction bits. A power-of-two window divides exactly; any other leaves a remainder, made
+    small (2^-16 of the input step) for the quantizer that follows."""
+    if str(layer.get_attr("pool_op", "Max")).lower() == "max":
+        return {"result": in_fmt}
+    if layer.class_name.startswith("Global"):
+        shape = layer.get_input_variable().shape
+        window = int(np.prod(shape[:-1]))
+    else:
+        window = int(layer.get_attr("pool_width", 1)) * int(layer.get_attr("pool_height", 1))
+    if window <= 1:
+        return {"result": in_fmt}
+    grow = math.ceil(math.log2(window))
+    exact_div = window & (window - 1) == 0
+    extra = grow if exact_div else grow + 16
+    accum = FixedFormat(width=in_fmt.width + grow + extra, integer=in_fmt.integer + grow, signed=in_fmt.signed)
+    result = FixedFormat(width=in_fmt.width + extra, integer=in_fmt.integer, signed=in_fmt.signed)
+    if accum.width > MAX_EXACT_WIDTH:
+        return {}
+    return {"accum": accum, "result": result}
+
+
+def _exact_batchnorm(layer, in_fmt: FixedFormat) -> dict:
+    """x * scale + bias with the folded scale and bias (gamma / sqrt(var + eps), beta - mean * scale).
+
+    The folded values are real numbers, so BN is not exact in general: scale and bias are kept exactly when they
+    have few fraction bits, else rounded to 24 bits below their largest magnitude, which puts the error far below
+    the LSB of any quantizer that follows. The result holds x * s + b exactly up to MAX_EXACT_WIDTH bits."""
+    scale_var, bias_var = layer.weights.get("scale"), layer.weights.get("bias")
+    if scale_var is None or bias_var is None:
+        return {}
+    s_fmt = _value_format(np.asarray(scale_var.data, dtype=np.float64))
+    b_fmt = _value_format(np.asarray(bias_var.data, dtype=np.float64))
+    s, b = s_fmt.cast(np.ravel(scale_var.data)), b_fmt.cast(np.ravel(bias_var.data))
+    frac = max(in_fmt.frac + s_fmt.frac, b_fmt.frac)
+    ends = np.stack([in_fmt.min_value * s + b, in_fmt.max_value * s + b])
+    integer = _signed_int_bits(float(ends.min()), float(ends.max()), frac)
+    frac = min(frac, MAX_EXACT_WIDTH - integer)
+    return {"scale": s_fmt, "bias": b_fmt, "result": FixedFormat(width=integer + frac, integer=integer, signed=True)}
+
+
+def _exact_merge(layer, a: FixedFormat, b: FixedFormat) -> dict:
+    """The exact result of two fixed-point inputs (nnet_merge.h computes each op on the full ap_fixed result, then
+    assigns it to res_T)."""
+    op = str(layer.get_attr("op", "")).lower()
+    signed = a.signed or b.signed
+    # integer bits of each input in a signed frame, so a mixed signed/unsigned pair lines up
+    ia = a.integer + (1 if signed and not a.signed else 0)
+    ib = b.integer + (1 if signed and not b.signed else 0)
+    frac = max(a.frac, b.frac)
+    if op in ("add", "subtract"):
+        integer = max(ia, ib) + 1
+        signed = signed or op == "subtract"
+        if op == "subtract" and not (a.signed or b.signed):
+            integer += 1
+    elif op == "average":
+        integer, frac = max(ia, ib) + 1, frac + 1
+    elif op == "multiply":
+        return {"result": FixedFormat(width=a.width + b.width, integer=a.integer + b.integer, signed=signed)}
+    elif op in ("maximum", "minimum") or op.startswith("concatenate"):
+        integer = max(ia, ib)
+    else:
+        return {}
+    if integer + frac > MAX_EXACT_WIDTH:
+        return {}
+    return {"result": FixedFormat(width=integer + frac, integer=integer, signed=signed)}
+
+
+def _value_format(values: np.ndarray, significant: int = 24) -> FixedFormat:
+    """A signed rounding type for constants: exact when they need few fraction bits, else `significant` bits below
+    the largest magnitude."""
+    peak = float(np.max(np.abs(values))) if values.size else 0.0
+    frac = _frac_bits(values, limit=16)
+    if frac is None:
+        frac = significant - (math.floor(math.log2(peak)) if peak > 0 else 0)
+    integer = _signed_int_bits(float(values.min()) if values.size else 0.0, float(values.max()) if values.size else 0.0, frac)
+    return FixedFormat(width=integer + frac, integer=integer, signed=True, rounding="RND", saturation="SAT")
+
+
+def _signed_int_bits(lo: float, hi: float, frac: int) -> int:
+    """Integer bits (sign included) of the narrowest signed type with `frac` fraction bits holding [lo, hi]."""
+    integer = 1
+    while not (-(2.0 ** (integer - 1)) <= lo and hi <= 2.0 ** (integer - 1) - 2.0**-frac):
+        integer += 1
+    return integer
 
 
 def _exact_mac_format(layer, in_fmt: FixedFormat) -> FixedFormat | None:

@@ -1,0 +1,111 @@
+"""The exactness pass on layer kinds a user's own model brings: each tiny QKeras model is converted with the default
+configuration, compiled by hls4ml, and its C simulation compared with the model run in float64 on inputs on the
+input grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+qkeras = pytest.importorskip("qkeras")
+
+from qkeras import QActivation, QConv1D, QDense, quantized_bits, quantized_relu  # noqa: E402
+
+from lepton_hls.build_config import BuildConfig  # noqa: E402
+from lepton_hls.keras_io import ModelFiles, ModelLoadError, load_keras  # noqa: E402
+from lepton_host.fixedpoint import FixedFormat  # noqa: E402
+
+L = tf.keras.layers
+Q6 = dict(kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1))
+
+
+def _save(model, tmp_path: Path) -> ModelFiles:
+    weights = tmp_path / "weights.h5"
+    model.save_weights(str(weights))
+    return ModelFiles("m", str(tmp_path / "model.json"), model.to_json(), weights)
+
+
+def _grid_inputs(model, n: int = 2000) -> np.ndarray:
+    fmt = FixedFormat.parse(BuildConfig().input_precision)
+    x = 2 * np.random.default_rng(1).standard_normal((n, *model.input_shape[1:]))
+    return fmt.cast(np.clip(x, fmt.min_value, fmt.max_value))
+
+
+def _csim_vs_float64(model, tmp_path: Path):
+    """(identical-row fraction, ConversionReport, hls_model) of the default conversion against the float64 twin."""
+    from lepton_hls.convert import convert
+
+    hls_model, report = convert(model, BuildConfig(), str(tmp_path / "hls"))
+    hls_model.compile()
+    x = _grid_inputs(model)
+    got = np.asarray(hls_model.predict(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
+    ref = load_keras(_save(model, tmp_path), "float64").predict(x, verbose=0)
+    got, ref = got.reshape(len(x), -1), np.asarray(ref, dtype=np.float64).reshape(len(x), -1)
+    return float(np.mean(np.all(got == ref, axis=1))), report, hls_model
+
+
+def test_batchnorm_before_a_quantizer(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8,), name="inp")
+    x = QDense(6, name="fc1", **Q6)(inp)
+    x = L.BatchNormalization(name="bn")(x)
+    x = QActivation("quantized_relu(8,3)", name="act")(x)
+    model = tf.keras.Model(inp, QDense(3, name="out", **Q6)(x))
+    rng = np.random.default_rng(0)  # a trained BN: scale and bias far from hls4ml's 16-bit default grid
+    model.get_layer("bn").set_weights(
+        [rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.3, 6), rng.normal(0, 0.5, 6), rng.uniform(0.5, 2, 6)]
+    )
+    identical, report, _ = _csim_vs_float64(model, tmp_path)
+    assert set(report.exact_types["bn"]) == {"scale", "bias", "result"}
+    # The folded scale is a real number, so BN itself cannot be exact; with 24-bit scale and bias the error sits
+    # far below the following quantizer's LSB, and only a value within ~2^-20 of a rounding boundary could differ.
+    assert identical >= 0.999, identical
+
+
+def test_average_pooling_divides_exactly(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((12, 2), name="inp")
+    x = QConv1D(4, 3, name="conv", **Q6)(inp)
+    x = QActivation("quantized_relu(8,3)", name="act")(x)
+    x = L.AveragePooling1D(2, name="pool")(x)
+    model = tf.keras.Model(inp, QDense(3, name="out", **Q6)(L.Flatten(name="flat")(x)))
+    identical, report, _ = _csim_vs_float64(model, tmp_path)
+    assert identical == 1.0
+    assert "pool" in report.exact_types
+
+
+def test_trailing_quantized_bits_keeps_its_rounding(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8,), name="inp")
+    x = QDense(4, name="fc1", **Q6)(inp)
+    model = tf.keras.Model(inp, QActivation("quantized_bits(8,3,alpha=1)", name="qout")(x))
+    identical, _, hls_model = _csim_vs_float64(model, tmp_path)
+    assert "qout" in [layer.name for layer in hls_model.get_layers()]
+    assert identical == 1.0
+
+
+def test_merge_layers_hold_their_exact_result(tmp_path):
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((6,), name="inp")
+    a = QActivation("quantized_bits(8,3,alpha=1)", name="qa")(QDense(4, name="da", **Q6)(inp))
+    b = QActivation("quantized_bits(6,1,alpha=1)", name="qb")(QDense(4, name="db", **Q6)(inp))
+    c = QActivation("quantized_relu(7,2)", name="qc")(QDense(4, name="dc", **Q6)(inp))
+    outs = [
+        L.Add(name="add")([a, b]),
+        L.Subtract(name="sub")([a, c]),
+        L.Multiply(name="mul")([b, c]),
+        L.Average(name="avg")([a, b]),
+        L.Maximum(name="max")([a, c]),
+        L.Minimum(name="min")([b, c]),
+        L.Concatenate(name="cat")([a, c]),
+    ]
+    y = outs[0]
+    for i, o in enumerate(outs[1:]):  # hls4ml merges two tensors at a time
+        y = L.Concatenate(name=f"all{i}")([y, o])
+    identical, report, _ = _csim_vs_float64(tf.keras.Model(inp, y), tmp_path)
+    assert identical == 1.0
+    assert "avg" in report.exact_types  # hls4ml infers Average one fraction bit short
