@@ -177,7 +177,8 @@ def shared_cloud(task: str = "classifier"):
 @contextlib.contextmanager
 def running_gateway(package: Path, backend, cloud_url: str | None = None, *, token: str | None = None,
                     batcher=None, policy=None, cloud_kw: dict | None = None, breaker=None,
-                    request_timeout_s: float = 5.0, max_body_bytes: int = 8 << 20):
+                    request_timeout_s: float = 5.0, max_body_bytes: int = 8 << 20, body_timeout_s: float = 10.0,
+                    http_limits=None, edge_retry_s: float = 1.0):
     """A gateway on a free loopback port around `backend`, stopped on exit."""
     from lepton_hls.serving.app import ServerOptions
     from lepton_hls.serving.batcher import BatcherConfig
@@ -192,11 +193,11 @@ def running_gateway(package: Path, backend, cloud_url: str | None = None, *, tok
         cloud = CloudConfig(cloud_url, breaker=breaker, **(cloud_kw or {}))
     config = GatewayConfig(
         batcher=batcher or BatcherConfig(), policy=policy or RoutingPolicy.for_package(manifest, package),
-        cloud=cloud, request_timeout_s=request_timeout_s, health_interval_s=0.1,
-        server=ServerOptions(token=token, max_body_bytes=max_body_bytes),
+        cloud=cloud, request_timeout_s=request_timeout_s, health_interval_s=0.1, edge_retry_s=edge_retry_s,
+        server=ServerOptions(token=token, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s),
     )
     app, service = create_gateway(manifest, backend, config)
-    server = ServerThread(app).start()
+    server = ServerThread(app, limits=http_limits).start()
     try:
         yield server, service
     finally:
@@ -214,7 +215,7 @@ def free_port() -> int:
 class SwitchableCloud:
     """An OIP peer in front of a real cloud server whose health the test switches: `pass` (forward to the
     real server), `5xx` (503 with an error body), `slow` (answer after `delay_s`). Faults and the `hits` count
-    apply to inference requests."""
+    apply to inference requests; `content_types` records each inference request's."""
 
     def __init__(self, target_url: str, mode: str = "pass", delay_s: float = 1.0):
         import httpx
@@ -226,12 +227,15 @@ class SwitchableCloud:
         from lepton_hls.serving.runner import ServerThread
 
         self.mode, self.delay_s, self.hits = mode, delay_s, 0
+        self.content_types: list[str] = []
         self._target = target_url
         client_holder: dict = {}
 
         async def forward(request: Request):
             is_infer = request.url.path.endswith("/infer")  # metadata and health pass through untouched
             self.hits += is_infer
+            if is_infer:
+                self.content_types.append(request.headers.get("content-type", ""))
             mode = self.mode if is_infer else "pass"
             if mode == "5xx":
                 return JSONResponse({"error": "model instance crashed (injected)"}, status_code=503)

@@ -190,6 +190,8 @@ class EdgeService:
                 policy = self.config.policy
                 can_degrade = policy.degrade_to_edge and self.edge_healthy and policy.mode != "cloud"
                 if not can_degrade:
+                    if isinstance(e, DeadlineExceeded):
+                        raise e from None  # the caller's time ran out: a 504, not "no path could answer"
                     edge_note = f"edge: {edge_err}" if edge_err else (
                         f"edge: unhealthy ({self._edge_detail or self.batcher.last_error or 'not answering'})"
                         if not self.edge_healthy else "edge: not allowed by the routing policy"
