@@ -81,7 +81,7 @@ def load_keras(files: ModelFiles, dtype: str = "float32"):
 
     if dtype not in ("float32", "float64"):
         raise ModelLoadError(f"dtype must be float32 or float64, got {dtype!r}")
-    arch = json.loads(files.architecture_json)
+    arch = _quantizers_as_strings(json.loads(files.architecture_json))
     if dtype == "float64":
         from . import float64
 
@@ -90,7 +90,7 @@ def load_keras(files: ModelFiles, dtype: str = "float32"):
     try:
         model = tf.keras.models.model_from_json(json.dumps(arch), custom_objects=custom_objects())
     except (ValueError, TypeError, KeyError) as e:
-        raise ModelLoadError(f"{files.source}: cannot build the model from its architecture: {e}") from None
+        raise ModelLoadError(f"{files.source}: {_failing_layer(arch) or str(e).splitlines()[0]}") from None
     try:
         model.load_weights(str(files.weights_path))
     except (ValueError, OSError, KeyError) as e:
@@ -98,6 +98,61 @@ def load_keras(files: ModelFiles, dtype: str = "float32"):
             f"weights {files.weights_path} do not fit the architecture of {files.source}: {str(e).splitlines()[0]}"
         ) from None
     return model
+
+
+def _quantizers_as_strings(arch: dict) -> dict:
+    """QActivation's quantizer given as an object is saved by to_json() as its serialized config, which
+    QActivation.__init__ does not rebuild (it keeps the dict). Its string form rebuilds the same quantizer, so use
+    that wherever the round trip gives back the same config; anything else is left for _failing_layer to name."""
+    from qkeras.quantizers import get_quantizer
+
+    for layer in architecture_layers(arch):
+        config = layer.get("config", {})
+        act = config.get("activation")
+        if layer.get("class_name") != "QActivation" or not isinstance(act, dict):
+            continue
+        try:
+            quantizer = get_quantizer({"class_name": act.get("class_name"), "config": act.get("config", {})})
+        except Exception:  # qkeras raises bare exceptions and ValueErrors for unknown quantizers  # noqa: BLE001
+            continue
+        # str() drops some settings (negative_slope prints where use_sigmoid is read): keywords as the fallback,
+        # without the None defaults, which qkeras' string parser does not read back as None
+        keywords = ",".join(f"{k}={v!r}" for k, v in sorted(act.get("config", {}).items()) if v is not None)
+        for text in (str(quantizer), f"{act.get('class_name')}({keywords})"):
+            try:
+                same = get_quantizer(text).get_config() == quantizer.get_config()
+            except Exception:  # noqa: BLE001
+                same = False
+            if same:
+                config["activation"] = text
+                break
+    return arch
+
+
+def _failing_layer(arch: dict) -> str | None:
+    """A one-line description of the first layer Keras cannot rebuild from its config, or None."""
+    import tensorflow as tf
+
+    for layer in architecture_layers(arch):
+        if layer.get("class_name") == "InputLayer":
+            continue
+        # QActivation accepts a dict without complaint and only the model-level check fails on it
+        ok = not (layer.get("class_name") == "QActivation" and isinstance(layer.get("config", {}).get("activation"), dict))
+        if ok:
+            try:
+                tf.keras.layers.deserialize(
+                    {"class_name": layer.get("class_name"), "config": layer.get("config", {})},
+                    custom_objects=custom_objects(),
+                )
+            except Exception:  # Keras raises ValueError, TypeError, KeyError and its own errors here  # noqa: BLE001
+                ok = False
+        if not ok:
+            name = layer.get("config", {}).get("name", layer.get("name", "?"))
+            return (
+                f"layer {name!r} ({layer.get('class_name')}) cannot be rebuilt from its JSON config; give QActivation "
+                "quantizers as strings in .json (QActivation('quantized_relu(8,3)')), or use the full .h5"
+            )
+    return None
 
 
 def layer_outputs(model, x) -> dict:

@@ -109,3 +109,31 @@ def test_merge_layers_hold_their_exact_result(tmp_path):
     identical, report, _ = _csim_vs_float64(tf.keras.Model(inp, y), tmp_path)
     assert identical == 1.0
     assert "avg" in report.exact_types  # hls4ml infers Average one fraction bit short
+
+
+def _relu_model(activation):
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((4,), name="inp")
+    return tf.keras.Model(inp, QActivation(activation, name="act")(QDense(3, name="fc1", **Q6)(inp)))
+
+
+@pytest.mark.parametrize("activation", ["quantized_relu(8,3)", quantized_relu(8, 3), quantized_relu(6, 2, negative_slope=0.25)])
+def test_json_model_with_quantizer_given_as_string_or_object(tmp_path, activation):
+    model = _relu_model(activation)
+    files = _save(model, tmp_path)
+    x = _grid_inputs(model, 64)
+    for dtype in ("float32", "float64"):
+        loaded = load_keras(files, dtype)
+        assert np.array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0).astype(dtype))
+
+
+def test_json_model_that_cannot_be_rebuilt_names_the_layer(tmp_path):
+    files = _save(_relu_model(quantized_relu(8, 3)), tmp_path)
+    arch = json.loads(files.architecture_json)
+    act = next(l for l in arch["config"]["layers"] if l["class_name"] == "QActivation")
+    act["config"]["activation"]["class_name"] = "my_own_quantizer"  # a custom quantizer the loader does not know
+    bad = ModelFiles(files.name, files.source, json.dumps(arch), files.weights_path)
+    with pytest.raises(ModelLoadError) as err:
+        load_keras(bad)
+    msg = str(err.value)
+    assert "\n" not in msg and "'act' (QActivation)" in msg and "full .h5" in msg
