@@ -11,31 +11,24 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from lepton_host import opset
 from lepton_host.engine import GRAPH_NAME, IR_SCHEMA, IR_VERSION, WEIGHTS_NAME
 from lepton_host.errors import EmulationError
 from lepton_host.fixedpoint import FixedFormat
 
-SUPPORTED = (
-    "Input",
-    "Dense",
-    "Conv1D",
-    "Conv2D",
-    "Activation",
-    "BatchNormalization",
-    "Pooling1D",
-    "Pooling2D",
-    "Reshape",
-    "Repack",
-    "ZeroPadding1D",
-    "ZeroPadding2D",
-    "Softmax",
-)
+from . import hls_probe
+
+# hls4ml class -> the op it is exported as; a class listed by several kinds starts as the first (its handler may
+# hand the layer on, e.g. an Activation that is not relu or linear becomes a lookup table).
+CLASS_OPS: dict[str, str] = {}
+for _kind in opset.KINDS:
+    for _cls in _kind.hls4ml_classes:
+        CLASS_OPS.setdefault(_cls, _kind.op)
+SUPPORTED = tuple(CLASS_OPS)
 _LINEAR_LIKE = ("linear", "relu")
 
 
@@ -86,21 +79,8 @@ class _Exporter:
     # ---- one layer ------------------------------------------------------------------------------------
     def _layer(self, layer) -> dict:
         cls = layer.class_name
-        handler = {
-            "Input": self._input,
-            "Dense": self._dense,
-            "Conv1D": self._conv,
-            "Conv2D": self._conv,
-            "Activation": self._activation,
-            "BatchNormalization": self._batchnorm,
-            "Pooling1D": self._pool,
-            "Pooling2D": self._pool,
-            "Reshape": self._reshape,
-            "Repack": self._reshape,
-            "ZeroPadding1D": self._zeropad,
-            "ZeroPadding2D": self._zeropad,
-            "Softmax": self._softmax,
-        }.get(cls)
+        op = CLASS_OPS.get(cls)
+        handler = self.handler(op) if op else None
         if handler is None:
             self._unsupported(layer, f"class {cls}")
         out_var = layer.get_output_variable()
@@ -117,6 +97,23 @@ class _Exporter:
         for out_name in layer.outputs:
             self.names[out_name] = layer.name
         return rec
+
+    def handler(self, op: str):
+        """The export method of an opset op."""
+        return {
+            "input": self._input,
+            "dense": self._dense,
+            "conv1d": self._conv,
+            "conv2d": self._conv,
+            "activation": self._activation,
+            "lookup": self._lookup,
+            "batchnorm": self._batchnorm,
+            "pool1d": self._pool,
+            "pool2d": self._pool,
+            "reshape": self._reshape,
+            "zeropad": self._zeropad,
+            "softmax": self._softmax,
+        }.get(op)
 
     def _unsupported(self, layer, what: str):
         raise EmulationError(
@@ -198,7 +195,7 @@ class _Exporter:
         self._mac_params(layer, rec, n_in, n_out)
 
     def _conv(self, layer, rec):
-        is2d = layer.class_name == "Conv2D"
+        is2d = layer.class_name in ("Conv2D", "PointwiseConv2D")
         rec["op"] = "conv2d" if is2d else "conv1d"
         a = layer.get_attr
         if any(int(a(k, 1) or 1) != 1 for k in ("dilation", "dilation_height", "dilation_width")):
@@ -236,9 +233,36 @@ class _Exporter:
     def _activation(self, layer, rec):
         fn = str(layer.get_attr("activation")).lower()
         if fn not in _LINEAR_LIKE:
-            self._unsupported(layer, f"activation {fn!r} (supported: {', '.join(_LINEAR_LIKE)}, softmax)")
+            return self._lookup(layer, rec)
         rec["op"] = "activation"
         rec["params"]["function"] = fn
+
+    def _lookup(self, layer, rec):
+        """Any element-wise layer: its step function read from the C simulation (lookup_tables.py)."""
+        from .lookup_tables import tabulate
+
+        rec["op"] = "lookup"
+        in_var, out_var = layer.get_input_variable(), layer.get_output_variable()
+        size = int(np.prod(in_var.shape))
+        if int(np.prod(out_var.shape)) != size:
+            self._unsupported(layer, "a lookup layer whose output size differs from its input size")
+        lo, hi = self._reachable(rec["inputs"][0])
+        table = tabulate(self.model, layer, self._in_format(layer), fixed_format(out_var.type.precision), size,
+                         int(in_var.shape[-1]), lo, hi)
+        rec["params"].update(function=str(layer.get_attr("activation", layer.class_name)).lower(),
+                             segments=int(len(table.starts)), positions=int(table.values.shape[1]))
+        self.arrays[f"{layer.name}/starts"] = table.starts
+        self.arrays[f"{layer.name}/values"] = table.values
+
+    def _reachable(self, name: str) -> tuple[int, int]:
+        """Raw bounds of a layer's output that the engine proves from the weights and the input type: a table
+        only needs the values a layer can receive (outside them some hls4ml functions wrap)."""
+        from lepton_host.engine import Engine
+
+        prefix = {"schema": IR_SCHEMA, "version": IR_VERSION, "inputs": [self.layers[0]["name"]], "outputs": [name],
+                  "layers": self.layers}
+        node = Engine(prefix, self.arrays).output_node
+        return node.lo, node.hi
 
     def _batchnorm(self, layer, rec):
         rec["op"] = "batchnorm"
@@ -349,25 +373,6 @@ def _config_value(config_cpp: str, name: str, default):
     return m.group(1) if m else default
 
 
-def _compile_and_run(hls_model, body: str, what: str) -> str:
-    """Compile a small C++ program against the project's headers (defines.h, nnet_utils, ap_types) and return
-    what it prints: the C simulation's own definitions answer questions about types and tables."""
-    firmware = Path(hls_model.config.get_output_dir()).resolve() / "firmware"
-    if not (firmware / "defines.h").is_file():
-        raise EmulationError(f"{firmware}/defines.h is missing: write and compile the hls4ml project first")
-    gxx = shutil.which("g++")
-    if gxx is None:
-        raise EmulationError(f"g++ not found on PATH: it is needed to read {what} from hls4ml's C++")
-    with tempfile.TemporaryDirectory(prefix="lepton-engine-") as tmp:
-        cpp, exe = Path(tmp) / "probe.cpp", Path(tmp) / "probe"
-        cpp.write_text(body)
-        cmd = [gxx, "-O0", "-std=c++14", f"-I{firmware}", f"-I{firmware / 'ap_types'}", str(cpp), "-o", str(exe)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise EmulationError(f"compiling hls4ml's C++ for {what} failed: {r.stderr.strip()[-800:]}")
-        return subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
-
-
 def _exact_shift_format(x_fmt: FixedFormat, exponents: np.ndarray) -> FixedFormat:
     """The narrowest signed type holding +-x * 2**e for every exponent e used and every x of `x_fmt`."""
     left, right = max(int(exponents.max()), 0), max(-int(exponents.min()), 0)
@@ -378,7 +383,7 @@ def _exact_shift_format(x_fmt: FixedFormat, exponents: np.ndarray) -> FixedForma
 
 def _exponential_product_type(hls_model, data_type: str, weight_type: str) -> tuple[int, int]:
     """(width, integer bits) of hls4ml's power-of-two product type; may exceed what FixedFormat carries."""
-    out = _compile_and_run(
+    out = hls_probe.compile_and_run(
         hls_model,
         f"""
 #include <cstdio>
@@ -421,7 +426,7 @@ int main() {{
     return 0;
 }}
 """
-    stdout = _compile_and_run(hls_model, src, "the softmax tables")
+    stdout = hls_probe.compile_and_run(hls_model, src, "the softmax tables")
     exp_txt, inv_txt = stdout.split("--\n")
     return np.array(exp_txt.split(), dtype=np.float64), np.array(inv_txt.split(), dtype=np.float64)
 

@@ -96,6 +96,34 @@ def tiny_conv2d_model():
     return tf.keras.Model(inp, out)
 
 
+def tiny_activations_model():
+    """Element-wise layers hls4ml computes with tables, comparisons or QKeras hard functions, each becoming a
+    lookup op: quantized_tanh (hard tanh), sigmoid, LeakyReLU, ELU, PReLU (per channel), tanh, softsign,
+    hard_sigmoid, a ternary quantizer."""
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits
+    from tensorflow.keras import layers
+
+    tf.keras.utils.set_random_seed(4)
+    q = dict(kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1))
+    inp = layers.Input((6,), name="x")
+    h = QDense(8, name="d1", **q)(inp)
+    h = QActivation("quantized_tanh(6,0)", name="qt")(h)
+    h = QDense(8, name="d2", **q)(h)
+    h = layers.Activation("sigmoid", name="sig")(h)
+    h = layers.Dense(6, name="d3")(h)
+    h = layers.LeakyReLU(0.125, name="leaky")(h)
+    h = layers.Dense(6, name="d4")(h)
+    h = layers.ELU(name="elu")(h)
+    h = layers.Dense(4, name="d5")(h)
+    h = layers.PReLU(alpha_initializer=tf.keras.initializers.RandomUniform(0.05, 0.5), name="prelu")(h)
+    h = layers.Activation("tanh", name="th")(h)
+    h = layers.Activation("softsign", name="ss")(h)
+    h = layers.Activation("hard_sigmoid", name="hs")(h)
+    out = QActivation("ternary", name="tern")(h)
+    return tf.keras.Model(inp, out)
+
+
 def jet_tagger():
     """hls4ml's qkeras_3layer example (16-64-32-32-5), as the zoo ships it."""
     from lepton_hls import zoo
@@ -108,6 +136,7 @@ MODELS = {
     "qkeras_mnist_dense": lambda: load_example("qkeras_mnist_dense"),
     "tiny_conv1d": tiny_conv1d_model,
     "tiny_conv2d": tiny_conv2d_model,
+    "tiny_activations": tiny_activations_model,
     "qkeras_mnist_cnn": lambda: load_example("qkeras_mnist_cnn"),
 }
 SLOW = {"qkeras_mnist_cnn"}
@@ -237,14 +266,14 @@ def test_unsupported_layer_is_named(tmp_path):
 
     from lepton_hls.engine_export import export_engine
 
-    inp = layers.Input((5,), name="feat")
-    h = layers.Dense(4, name="hidden")(inp)
-    out = layers.Activation("tanh", name="squash")(h)
+    inp = layers.Input((5,), name="tokens")
+    h = layers.Embedding(10, 3, name="embed")(inp)
+    out = layers.Flatten(name="flat")(h)
     hls_model = convert(tf.keras.Model(inp, out), tmp_path / "hls")
     with pytest.raises(EmulationError) as err:
         export_engine(hls_model, tmp_path / "engine")
     msg = str(err.value)
-    assert "squash" in msg and "tanh" in msg and "Dense" in msg  # layer, what is wrong, what is supported
+    assert "embed" in msg and "Embedding" in msg and "Dense" in msg  # layer, what is wrong, what is supported
 
 
 # ---- engine arithmetic without hls4ml: wide accumulators and saturating ones ---------------------------------

@@ -247,6 +247,28 @@ def _activation(layer, p, ins, fmt, arrays):
     raise EmulationError(f"engine layer {layer['name']!r}: activation {fn!r} is not supported")
 
 
+def _lookup(layer, p, ins, fmt, arrays):
+    name = layer["name"]
+    starts = arrays[f"{name}/starts"].astype(np.int64)
+    values = arrays[f"{name}/values"].astype(np.int64)
+    if values.ndim != 2 or len(values) != len(starts) or not len(starts):
+        raise EmulationError(f"engine layer {name!r}: lookup table arrays do not match ({starts.shape}, {values.shape})")
+    period = values.shape[1]
+    col = values[:, 0]
+
+    def fn(xs):
+        x = xs[0]
+        flat = x.reshape(len(x), -1)
+        seg = np.searchsorted(starts, flat, side="right")
+        seg -= 1
+        np.maximum(seg, 0, out=seg)  # below the proven input range cannot happen; never index from the end
+        if period == 1:
+            return col[seg].reshape(x.shape)
+        return values[seg, np.arange(flat.shape[1]) % period].reshape(x.shape)
+
+    return fn, 0, (int(values.min()), int(values.max()))
+
+
 def _batchnorm(layer, p, ins, fmt, arrays):
     name, fx = layer["name"], ins[0].format.frac
     sf, bf = _fmt(p["scale"]), _fmt(p["bias"])
@@ -557,6 +579,7 @@ _BUILDERS = {
     "reshape": _reshape,
     "zeropad": _zeropad,
     "activation": _activation,
+    "lookup": _lookup,
     "batchnorm": _batchnorm,
     "dense": _dense,
     "conv1d": _conv,

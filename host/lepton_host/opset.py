@@ -1,0 +1,132 @@
+"""The layer kinds lepton-hls compiles, each declared once.
+
+Every kind is an op of the engine IR (docs/engine-ir.md). Its entry says which hls4ml layer classes the build
+exports as it, which Keras/QKeras layer classes a user writes to get it, whether the open-source RTL tracer
+follows it, and whether its result can be bit-exact. The build side's exporter, exact-type rules, model check
+and RTL tracer, and the board side's engine, are each keyed by these names; `tests/test_opset.py` holds them
+to this table, and the supported sets shown to users are derived from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OpKind:
+    op: str  # the engine IR op
+    summary: str  # one line for users: what it computes
+    hls4ml_classes: tuple[str, ...]  # hls4ml layer classes exported as this op
+    keras_classes: tuple[str, ...]  # Keras / QKeras classes a model may use to get it
+    exact: bool = True  # False: approximated by lookup tables (error measured and reported, never exact)
+    rtl: str = ""  # empty: the RTL tracer follows it; otherwise why it refuses the op
+
+
+KINDS: tuple[OpKind, ...] = (
+    OpKind("input", "the accelerator's input port", ("Input",), ("InputLayer",)),
+    OpKind(
+        "dense",
+        "fully connected layer: products, bias, accumulation",
+        ("Dense",),
+        ("Dense", "QDense"),
+    ),
+    OpKind(
+        "conv1d",
+        "1D convolution (any padding, stride; pointwise too)",
+        ("Conv1D", "PointwiseConv1D"),
+        ("Conv1D", "QConv1D"),
+    ),
+    OpKind(
+        "conv2d",
+        "2D convolution (any padding, stride; pointwise too)",
+        ("Conv2D", "PointwiseConv2D"),
+        ("Conv2D", "QConv2D"),
+    ),
+    OpKind(
+        "activation",
+        "relu and linear activations, QKeras quantized_relu / quantized_bits as activations",
+        ("Activation",),
+        ("Activation", "ReLU", "QActivation"),
+    ),
+    OpKind(
+        "lookup",
+        "any other element-wise activation (sigmoid, tanh, elu, selu, softplus, softsign, hard_sigmoid, "
+        "leaky_relu, thresholded relu, PReLU, QKeras quantized_tanh / quantized_sigmoid / binary / ternary): "
+        "the C simulation's own function tabulated over its input type",
+        (
+            "Activation",
+            "ParametrizedActivation",
+            "LeakyReLU",
+            "ThresholdedReLU",
+            "ELU",
+            "PReLU",
+            "HardActivation",
+            "TernaryTanh",
+            "BatchNormalizationQuantizedTanh",
+        ),
+        ("Activation", "QActivation", "LeakyReLU", "ELU", "PReLU", "ThresholdedReLU"),
+        rtl="element-wise lookup tables are outside the RTL tracer's coverage",
+    ),
+    OpKind(
+        "batchnorm",
+        "batch normalization (standalone; folded into the layer before it when hls4ml can)",
+        ("BatchNormalization",),
+        ("BatchNormalization", "QBatchNormalization"),
+    ),
+    OpKind(
+        "pool1d",
+        "max / average pooling over one axis",
+        ("Pooling1D",),
+        ("MaxPooling1D", "AveragePooling1D", "MaxPool1D", "AvgPool1D"),
+        rtl="",
+    ),
+    OpKind(
+        "pool2d",
+        "max / average pooling over two axes",
+        ("Pooling2D",),
+        ("MaxPooling2D", "AveragePooling2D", "MaxPool2D", "AvgPool2D"),
+    ),
+    OpKind(
+        "reshape",
+        "reshape / flatten: the values unchanged",
+        ("Reshape", "Repack"),
+        ("Reshape", "Flatten"),
+    ),
+    OpKind(
+        "zeropad",
+        "zero padding around the spatial axes",
+        ("ZeroPadding1D", "ZeroPadding2D"),
+        ("ZeroPadding1D", "ZeroPadding2D"),
+    ),
+    OpKind(
+        "softmax",
+        "softmax by hls4ml's exp and 1/x lookup tables",
+        ("Softmax",),
+        ("Softmax", "Activation", "QActivation"),
+        exact=False,
+    ),
+)
+
+# Keras layers hls4ml removes because they do nothing at inference time.
+DROPPED_KERAS_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
+                         "AlphaDropout", "ActivityRegularization")
+
+BY_OP: dict[str, OpKind] = {k.op: k for k in KINDS}
+
+
+def ops() -> tuple[str, ...]:
+    return tuple(BY_OP)
+
+
+def hls4ml_classes() -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for k in KINDS:
+        seen.update(dict.fromkeys(k.hls4ml_classes))
+    return tuple(seen)
+
+
+def keras_classes() -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for k in KINDS:
+        seen.update(dict.fromkeys(k.keras_classes))
+    return tuple(sorted(seen))
