@@ -35,6 +35,7 @@ class LayerComparison:
     identical_rows: float
     max_abs_diff: float
     cause: str = ""
+    values_need: str = ""  # the narrowest type holding every value the model computed here (differing layers)
 
 
 @dataclass
@@ -61,6 +62,11 @@ class VerifyReport:
     layers: list = field(default_factory=list)
     first_difference: dict | None = None
     notes: list = field(default_factory=list)
+    # labelled per input set: only on-grid rows are promised identical; off-grid inputs are first rounded to the
+    # input type, which the model does not do
+    identical_rows_on_grid: float | None = None
+    identical_rows_off_grid: float | None = None
+    off_grid_explanation: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,7 +132,7 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
                 diff = next((l for l in layer_rows if l.identical_rows < 1.0 and l.layer_class != "Softmax"), None)
                 diff = diff or next((l for l in layer_rows if l.identical_rows < 1.0), None)
                 if diff is not None and first is None:
-                    first = {"set": name, **asdict(diff)}
+                    first = {"set": name, **asdict(diff), **_suggestion(traced, diff)}
             progress.note(
                 f"{name}: identical rows {res.identical_rows:.4f}, argmax {res.argmax_agreement}, "
                 f"max|diff| {res.max_abs_diff:.3g}, fast engine == csim: {res.emulator_identical}"
@@ -155,6 +161,12 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
         layers=[asdict(l) for l in layers],
         first_difference=first,
         notes=notes,
+        identical_rows_on_grid=grid.identical_rows,
+        identical_rows_off_grid=next((r.identical_rows for r in results if r.name == "off_grid"), None),
+        off_grid_explanation=(
+            f"off-grid inputs are rounded to the input type {in_fmt} before the first layer, while the model sees "
+            "them unrounded: differences there come from input quantization, not from the accelerator"
+        ),
     ).to_dict()
     _record(root, manifest, report)
     return report
@@ -248,8 +260,43 @@ def _compare_layers(hls_model, trace: dict, keras_out: dict, logits_ref, softmax
         )
         if row.identical_rows < 1.0:
             row.cause = likely_cause(layer.class_name, fmt, got, ref, first=not rows, set_name=set_name)
+            row.values_need = _type_for_values(ref)
         rows.append(row)
     return rows
+
+
+def _type_for_values(ref: np.ndarray) -> str:
+    """The narrowest rounding, saturating type that holds every value in `ref` (24 fraction bits at most)."""
+    from .convert import _frac_bits, _hls_str, _signed_int_bits
+
+    frac = _frac_bits(ref, limit=24)
+    frac = 24 if frac is None else frac
+    integer = _signed_int_bits(float(ref.min()), float(ref.max()), frac)
+    return _hls_str(FixedFormat(width=integer + frac, integer=integer, signed=True, rounding="RND", saturation="SAT"))
+
+
+def _suggestion(hls_model, diff: LayerComparison) -> dict:
+    """The `layer_precision` entry that makes the differing layer exact: the build's exact-type rule for its kind
+    where one applies (it knows the weights and the input range), else a type holding the values seen."""
+    import yaml
+
+    from .convert import _current_format, _exact_types, _hls_str, _holds, fmt_of
+
+    layer = next((l for l in hls_model.get_layers() if l.name == diff.name), None)
+    want = {}
+    if layer is not None and layer.inputs:
+        in_vars = [layer.get_input_variable(i) for i in layer.inputs]
+        in_fmts = [fmt_of(v.type.precision) for v in in_vars if v is not None]
+        if in_fmts and len(in_fmts) == len(in_vars) and all(f is not None for f in in_fmts):
+            for key, fmt in _exact_types(layer, in_fmts).items():
+                if not _holds(_current_format(layer, key), fmt):
+                    want[key] = _hls_str(fmt)
+    if not want and diff.values_need:
+        want["result"] = diff.values_need
+    if not want:
+        return {}
+    snippet = yaml.safe_dump({"layer_precision": {diff.name: want}}, default_flow_style=False, sort_keys=False)
+    return {"suggested_layer_precision": {diff.name: want}, "suggested_config": snippet}
 
 
 def _keras_twin(layer, keras_out: dict):

@@ -137,3 +137,39 @@ def test_json_model_that_cannot_be_rebuilt_names_the_layer(tmp_path):
         load_keras(bad)
     msg = str(err.value)
     assert "\n" not in msg and "'act' (QActivation)" in msg and "full .h5" in msg
+
+
+def test_verify_names_the_narrowed_layer_and_the_type_that_fixes_it(tmp_path, capsys):
+    import contextlib
+
+    import yaml
+
+    from lepton_hls.build import build_package
+    from lepton_hls.build_config import load_config
+    from lepton_hls.commands.verify import print_summary
+    from lepton_hls.progress import Progress
+
+    model_path = tmp_path / "mlp.h5"
+    _relu_model("quantized_relu(8,3)").save(model_path)
+
+    def build(layer_precision, out):
+        with contextlib.redirect_stdout(None):
+            _, report = build_package(
+                str(model_path), out, load_config(layer_precision=layer_precision), verify_samples=300,
+                progress=Progress(False),
+            )
+        return report
+
+    narrow = build({"fc1": {"result": "fixed<10,4>"}}, tmp_path / "narrow")
+    assert narrow["identical_rows_on_grid"] < 1.0 and not narrow["passed"]
+    assert narrow["identical_rows_off_grid"] is not None and "input quantization" in narrow["off_grid_explanation"]
+    first = narrow["first_difference"]
+    assert first["name"] == "fc1" and first["set"] == "on_grid"
+    suggested = yaml.safe_load(first["suggested_config"])["layer_precision"]
+    assert list(suggested) == ["fc1"] and "result" in suggested["fc1"]
+    print_summary(narrow)
+    text = capsys.readouterr().out
+    assert "layer_precision:\n    fc1:\n      result: fixed<" in text and "off_grid rows differ" in text
+
+    fixed = build(suggested, tmp_path / "fixed")  # the suggestion, as the user would paste it, is exact
+    assert fixed["identical_rows_on_grid"] == 1.0 and fixed["passed"]

@@ -51,6 +51,12 @@ def print_summary(report: dict) -> None:
             f"first differing layer ({first['set']}): {first['name']} [{first['layer_class']}, {first['format']}] "
             f"identical rows {first['identical_rows']:.4f}, max|diff| {first['max_abs_diff']:.3g}: {first['cause']}"
         )
+        if first.get("suggested_config"):
+            print("exact type for it (add to the build's --config YAML and rebuild):")
+            print("  " + first["suggested_config"].rstrip().replace("\n", "\n  "))
+    off = report.get("identical_rows_off_grid")
+    if off is not None and off < 1.0 and report.get("off_grid_explanation"):
+        print(f"off_grid rows differ: {report['off_grid_explanation']}")
     for note in report.get("notes", []):
         print(f"note: {note}")
     fid = report["fidelity"]
