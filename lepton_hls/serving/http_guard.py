@@ -2,7 +2,8 @@
 
 uvicorn's httptools protocol (the one it picks when httptools is installed, as it is here) has no header size
 limit: llhttp hands every header to Python, which concatenates it, so a client can grow the server's memory by
-whatever it sends before the blank line. Its keep-alive timer runs only between requests, so a connection that
+whatever it sends before the blank line (uvicorn's `h11_max_incomplete_event_size` applies to its h11 protocol
+only, and h11 answers an oversized head with a plain-text 400). Its keep-alive timer runs only between requests, so a connection that
 never sends a byte, or trickles its headers, stays open for good. And it answers a malformed request with a
 plain-text 400. This subclass bounds the bytes and the time of the request head, closes silent connections
 after the keep-alive timeout, and answers every protocol-level error with the same `{"error": ...}` JSON as
@@ -49,7 +50,9 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
             super().__init__(*args, **kwargs)
             self.timeout_keep_alive = limits.keep_alive_s
             self._in_head = False  # between a request's first byte and the end of its headers
+            self._head_next = True  # the next byte starts a request (a new connection, or after a whole one)
             self._head_bytes = 0
+            self._tail = b""  # the last bytes of the head so far: its blank line may span two reads
             self._head_timer: asyncio.TimerHandle | None = None
             self._refused = False
 
@@ -68,6 +71,14 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
             if self._refused:
                 return
             self._unset_keepalive_if_required()
+            starts_in_head = self._in_head or self._head_next
+            if starts_in_head:
+                # Refuse before parsing: llhttp would hand the whole head to Python, however large.
+                end = (self._tail + data).find(b"\r\n\r\n")
+                head_part = len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+                if self._head_bytes + head_part > limits.max_header_bytes:
+                    self._refuse(431, f"request line and headers exceed {limits.max_header_bytes} bytes")
+                    return
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -80,17 +91,23 @@ def guarded_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
                 self._refuse(400, f"malformed HTTP request: {e}")
                 return
             if self._in_head and not self._refused:
-                # Counted after parsing, so a head that ends inside this chunk is never refused; what is held
-                # meanwhile is at most the limit plus one read (256 KiB).
                 self._head_bytes += len(data)
-                if self._head_bytes > limits.max_header_bytes:
+                self._tail = (self._tail + data)[-3:]
+                # A head that began inside this read (pipelined after a body) is counted from the read's start.
+                if not starts_in_head and self._head_bytes > limits.max_header_bytes:
                     self._refuse(431, f"request line and headers exceed {limits.max_header_bytes} bytes")
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_head, self._head_bytes = True, 0
+            if not self._head_next:  # began inside a read that did not start with it: count from here
+                self._head_bytes, self._tail = 0, b""
+            self._in_head, self._head_next = True, False
             if self._head_timer is None:
                 self._head_timer = self.loop.call_later(limits.header_timeout_s, self._head_timed_out)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._head_next, self._head_bytes, self._tail = True, 0, b""
 
         def on_headers_complete(self) -> None:
             self._in_head = False
