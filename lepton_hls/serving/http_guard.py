@@ -3,9 +3,9 @@
 uvicorn's httptools protocol (the one it picks when httptools is installed, as it is here) has no header size
 limit: llhttp hands every header to Python, which concatenates it, so a client can grow the server's memory by
 whatever it sends before the blank line (uvicorn's `h11_max_incomplete_event_size` applies to its h11 protocol
-only, and h11 answers an oversized head with a plain-text 400). Its keep-alive timer runs only between requests, so a connection that
-never sends a byte, or trickles its headers, stays open for good. And it answers a malformed request with a
-plain-text 400. This subclass bounds the bytes and the time of the request head, closes silent connections
+only, and h11 answers an oversized head with a plain-text 400). Its keep-alive timer runs only between
+requests, so a connection that never sends a byte, or trickles its headers, stays open for good. And it
+answers a malformed request with a plain-text 400. This subclass bounds the bytes and the time of the request head, closes silent connections
 after the keep-alive timeout, and answers every protocol-level error with the same `{"error": ...}` JSON as
 the application.
 
