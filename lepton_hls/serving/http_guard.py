@@ -5,9 +5,9 @@ limit: llhttp hands every header to Python, which concatenates it, so a client c
 whatever it sends before the blank line (uvicorn's `h11_max_incomplete_event_size` applies to its h11 protocol
 only, and h11 answers an oversized head with a plain-text 400). Its keep-alive timer runs only between
 requests, so a connection that never sends a byte, or trickles its headers, stays open for good. And it
-answers a malformed request with a plain-text 400. This subclass bounds the bytes and the time of the request head, closes silent connections
-after the keep-alive timeout, and answers every protocol-level error with the same `{"error": ...}` JSON as
-the application.
+answers a malformed request with a plain-text 400. This subclass bounds the bytes and the time of the
+request head, closes silent connections after the keep-alive timeout, and answers every protocol-level error
+with the same `{"error": ...}` JSON as the application.
 
 What stays with uvicorn: the body's bytes reach the application as they come (its read timeout and size limit
 are the application's, see `app.read_body`), and requests it accepts are parsed by llhttp, whose error strings
