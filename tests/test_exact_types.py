@@ -169,7 +169,7 @@ def test_verify_names_the_narrowed_layer_and_the_type_that_fixes_it(tmp_path, ca
     assert list(suggested) == ["fc1"] and "result" in suggested["fc1"]
     print_summary(narrow)
     text = capsys.readouterr().out
-    assert "layer_precision:\n    fc1:\n      result: fixed<" in text and "off_grid rows differ" in text
+    assert "layer_precision:\n    fc1:\n      result: fixed<" in text and "off_grid rows also differ because" in text
 
     fixed = build(suggested, tmp_path / "fixed")  # the suggestion, as the user would paste it, is exact
     assert fixed["identical_rows_on_grid"] == 1.0 and fixed["passed"]

@@ -56,7 +56,8 @@ def print_summary(report: dict) -> None:
             print("  " + first["suggested_config"].rstrip().replace("\n", "\n  "))
     off = report.get("identical_rows_off_grid")
     if off is not None and off < 1.0 and report.get("off_grid_explanation"):
-        print(f"off_grid rows differ: {report['off_grid_explanation']}")
+        also = "also " if (report.get("identical_rows_on_grid") or 0.0) < 1.0 else ""
+        print(f"off_grid rows {also}differ because {report['off_grid_explanation']}")
     for note in report.get("notes", []):
         print(f"note: {note}")
     fid = report["fidelity"]
