@@ -11,6 +11,7 @@ import json
 import math
 import re
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from lepton_host.engine import GRAPH_NAME, IR_SCHEMA, IR_VERSION, WEIGHTS_NAME
 from lepton_host.errors import EmulationError
 from lepton_host.fixedpoint import FixedFormat
 
-from . import hls_probe
+from . import export_merge, hls_probe
 
 # hls4ml class -> the op it is exported as; a class listed by several kinds starts as the first (its handler may
 # hand the layer on, e.g. an Activation that is not relu or linear becomes a lookup table).
@@ -113,6 +114,10 @@ class _Exporter:
             "reshape": self._reshape,
             "zeropad": self._zeropad,
             "softmax": self._softmax,
+            "merge": partial(export_merge.merge, self),
+            "concatenate": partial(export_merge.concatenate, self),
+            "dot": partial(export_merge.dot, self),
+            "clone": partial(export_merge.clone, self),
         }.get(op)
 
     def _unsupported(self, layer, what: str):

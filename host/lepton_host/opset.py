@@ -105,6 +105,34 @@ KINDS: tuple[OpKind, ...] = (
         ("Softmax", "Activation", "QActivation"),
         exact=False,
     ),
+    OpKind(
+        "merge",
+        "element-wise add, subtract, multiply, average, maximum, minimum of two tensors",
+        ("Merge",),
+        ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"),
+        rtl="the RTL tracer follows single-chain models only; merge layers join two branches",
+    ),
+    OpKind(
+        "concatenate",
+        "two tensors joined along any axis (1D, 2D, 3D)",
+        ("Concatenate",),
+        ("Concatenate",),
+        rtl="the RTL tracer follows single-chain models only; concatenate joins two branches",
+    ),
+    OpKind(
+        "dot",
+        "dot product of two vectors",
+        ("Dot",),
+        ("Dot",),
+        rtl="the RTL tracer follows single-chain models only; dot joins two branches",
+    ),
+    OpKind(
+        "clone",
+        "io_stream's copy of a stream that several layers read: the values unchanged",
+        ("Clone",),
+        (),
+        rtl="the RTL tracer follows io_parallel models only; io_stream inserts clones for branches",
+    ),
 )
 
 # Keras layers hls4ml removes because they do nothing at inference time.
