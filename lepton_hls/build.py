@@ -28,7 +28,7 @@ from lepton_host.manifest import (
 from . import __version__
 from .build_config import BuildConfig
 from .convert import ConversionReport, convert, fmt_of
-from .keras_io import ModelFiles, check_supported, load_keras, resolve_files
+from .keras_io import ModelFiles, load_keras, resolve_files
 from .progress import Progress
 
 HLS_DIR, MODEL_DIR = "hls", "model"
@@ -92,6 +92,23 @@ def calibration_inputs(spec: ModelSpec, input_shape, n: int, seed: int = 0) -> n
     return rng.standard_normal((n, *input_shape))
 
 
+def check_spec(spec: ModelSpec, cfg: BuildConfig | None = None):
+    """The front door (seconds, no TensorFlow): every layer supported, every configured layer present."""
+    from .model_check import check_model, refuse_unsupported
+
+    report = check_model(spec.files)
+    refuse_unsupported(report)
+    if cfg is not None and cfg.layer_precision:
+        names = {c.name for c in report.layers}
+        unknown = sorted(set(cfg.layer_precision) - names)
+        if unknown:
+            raise BuildError(
+                f"layer_precision names layer(s) {', '.join(map(repr, unknown))}, which the model does not have; "
+                f"layers: {', '.join(c.name for c in report.layers)}"
+            )
+    return report
+
+
 def build_package(
     model: str,
     out: str | Path,
@@ -108,6 +125,8 @@ def build_package(
     (with `force`) is replaced only by a finished package. A package that misses its fidelity is still moved
     into place, marked failed in its manifest, so that it can be inspected."""
     progress = progress or Progress()
+    with progress.step("check model"):
+        check_spec(resolve_model(model, weights), cfg)
     final = Path(out).absolute()
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         if not force:
@@ -136,7 +155,6 @@ def build_package(
 def _build_into(model, out: Path, cfg: BuildConfig, weights, verify_samples: int, progress: Progress):
     with progress.step("load model"):
         spec = resolve_model(model, weights)
-        check_supported(spec.files)
         keras_model = load_keras(spec.files)
         input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
 
@@ -285,6 +303,23 @@ static std::string lepton_weights_dir() {
 """
 
 
+def _approximate_layers(hls_model) -> list[str]:
+    """Layers hls4ml computes through lookup tables of a transcendental function, other than a final softmax
+    (whose argmax is what a classifier promises anyway)."""
+    from .model_check import APPROXIMATE
+
+    layers = list(hls_model.get_layers())
+    out = []
+    for i, layer in enumerate(layers):
+        fn = str(layer.get_attr("activation", "")).lower()
+        if layer.class_name == "Softmax" and i == len(layers) - 1:
+            continue
+        if layer.class_name == "Softmax" or (layer.class_name in ("Activation", "ELU", "ParametrizedActivation")
+                                             and fn in APPROXIMATE):
+            out.append(layer.name)
+    return out
+
+
 def _manifest(spec: ModelSpec, hls_model, cfg: BuildConfig, conv: ConversionReport) -> Manifest:
     import hls4ml
 
@@ -304,6 +339,14 @@ def _manifest(spec: ModelSpec, hls_model, cfg: BuildConfig, conv: ConversionRepo
             identical_rows_min=0.0,
             argmax_agreement_min=0.99,
             note="float model: fixed-point types chosen by profiling; residual error reported by verify",
+        )
+    elif approximate := _approximate_layers(hls_model):
+        fidelity = Fidelity(
+            identical_rows_min=0.0,
+            argmax_agreement_min=0.995,
+            note=f"lookup-table layers {', '.join(approximate)} approximate their function (never bit-exact with "
+            f"the model); agreement and max|diff| measured by verify; larger tables shrink the error "
+            f"(config table_bits, now {cfg.table_bits}; softmax_table_bits for softmax)",
         )
     else:
         fidelity = Fidelity(identical_rows_min=1.0, argmax_agreement_min=0.995)

@@ -51,6 +51,9 @@ class BuildConfig:
     # Softmax lookup tables: 2**softmax_table_bits entries; the normalised input keeps that many bits.
     softmax_table_bits: int = 12
     softmax_implementation: str = "stable"
+    # Other lookup-table activations (sigmoid, tanh, elu, softplus, ...): 2**table_bits entries (hls4ml: 1024,
+    # whose dead zone around 0 flips about 0.5% of sigmoid decisions on a small binary classifier).
+    table_bits: int = 12
     # Float (unquantized) models: fixed-point widths chosen by profiling this many samples. 14 bits keeps the
     # example float models above 99.9% argmax agreement; 18 bits costs more logic for no measurable gain and
     # makes accumulators (about 40 bits) wider than the open-source RTL path reproduces exactly.
@@ -72,6 +75,8 @@ class BuildConfig:
             raise ConfigError(f"clock_ns must be positive, got {self.clock_ns!r}")
         if not 6 <= self.softmax_table_bits <= 16:
             raise ConfigError("softmax_table_bits must lie in 6..16 (64 to 65536 table entries)")
+        if not (isinstance(self.table_bits, int) and 6 <= self.table_bits <= 16):
+            raise ConfigError("table_bits must lie in 6..16 (64 to 65536 table entries)")
         if self.softmax_implementation not in ("stable", "latency"):
             raise ConfigError("softmax_implementation must be 'stable' or 'latency'")
         if self.board == "pynq-z2" and self.backend == "Vitis":

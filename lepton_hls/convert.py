@@ -67,6 +67,9 @@ def base_hls_config(model, cfg: BuildConfig) -> dict:
         if "Implementation" in lcfg:  # softmax
             lcfg["Implementation"] = cfg.softmax_implementation
             lcfg["TableSize"] = 2**cfg.softmax_table_bits
+        elif "TableSize" in lcfg:  # sigmoid, tanh and the other table activations
+            lcfg["TableSize"] = 2**cfg.table_bits
+            _bounded_table_types(lcfg, _keras_activation(model, lname))
         if cfg.default_precision != "auto":
             prec = lcfg.get("Precision", {})
             for k, v in list(prec.items()):
@@ -422,6 +425,35 @@ def _converted_precision(template, fmt: FixedFormat):
     p.rounding_mode = RoundingMode.from_string(fmt.rounding)
     p.saturation_mode = SaturationMode.from_string(fmt.saturation)
     return p
+
+
+# Functions with a bounded range: hls4ml's default table and result types (fixed<18,8>, fixed<16,6>) spend 8 and
+# 6 bits on an integer part they never use; these keep the same widths for fraction bits instead.
+BOUNDED_TABLE_TYPES = {
+    "sigmoid": ("fixed<18,2,RND,SAT>", "ufixed<16,0,RND,SAT>"),
+    "tanh": ("fixed<18,2,RND,SAT>", "fixed<16,1,RND,SAT>"),
+}
+
+
+def _bounded_table_types(lcfg: dict, function: str) -> None:
+    types = BOUNDED_TABLE_TYPES.get(function)
+    prec = lcfg.setdefault("Precision", {})
+    if types is None or not isinstance(prec, dict):
+        return
+    table, result = types
+    if "table" in prec:
+        prec["table"] = table
+    if prec.get("result", "auto") == "auto":
+        prec["result"] = result
+
+
+def _keras_activation(model, lname: str) -> str:
+    """The Keras function name of a layer's activation ('sigmoid', 'tanh', ...), '' when it has none."""
+    try:
+        act = getattr(model.get_layer(lname), "activation", None)
+    except ValueError:
+        return ""
+    return str(getattr(act, "__name__", "") or "").lower()
 
 
 def _keras_class(model, lname: str) -> str:

@@ -114,7 +114,7 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
             pre_ref = np.asarray(logits64.predict(x, verbose=0), dtype=np.float64).reshape(len(x), -1)
             pre = trace[final_layer.inputs[0]].reshape(len(x), -1) if softmax_final else y_lib.reshape(len(x), -1)
             out = y_lib.reshape(len(x), -1)
-            argmax = float(np.mean(out.argmax(1) == y_ref.argmax(1))) if manifest.model.task == "classifier" else None
+            argmax = _agreement(out, y_ref, final_layer) if manifest.model.task == "classifier" else None
             res = SetResult(
                 name=name,
                 samples=len(x),
@@ -170,6 +170,16 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
     ).to_dict()
     _record(root, manifest, report)
     return report
+
+
+def _agreement(out: np.ndarray, ref: np.ndarray, final_layer) -> float:
+    """Argmax agreement; for a single output, agreement of the decision (above the middle of the final
+    activation's range: 0.5 after a sigmoid, 0 otherwise)."""
+    if out.shape[1] > 1:
+        return float(np.mean(out.argmax(1) == ref.argmax(1)))
+    fn = str(final_layer.get_attr("activation", "")).lower() if final_layer is not None else ""
+    middle = 0.5 if "sigmoid" in fn else 0.0
+    return float(np.mean((out[:, 0] > middle) == (ref[:, 0] > middle)))
 
 
 def _record(root: Path, manifest, report: dict) -> None:
@@ -259,10 +269,29 @@ def _compare_layers(hls_model, trace: dict, keras_out: dict, logits_ref, softmax
             max_abs_diff=float(np.max(np.abs(got - ref))),
         )
         if row.identical_rows < 1.0:
-            row.cause = likely_cause(layer.class_name, fmt, got, ref, first=not rows, set_name=set_name)
-            row.values_need = _type_for_values(ref)
+            table = _table_function(layer)
+            if table:
+                size = layer.get_attr("table_size", None)
+                row.cause = (
+                    f"{table} lookup table{f' ({size} entries)' if size else ''}: hls4ml approximates {table} by a "
+                    f"table, never bit-exact; measured max|diff| {row.max_abs_diff:.3g}; raise table_bits (or "
+                    "softmax_table_bits) in the build config to shrink it"
+                )
+            else:
+                row.cause = likely_cause(layer.class_name, fmt, got, ref, first=not rows, set_name=set_name)
+                row.values_need = _type_for_values(ref)
         rows.append(row)
     return rows
+
+
+def _table_function(layer) -> str:
+    """The transcendental function a layer computes by lookup table, or ''."""
+    from .model_check import APPROXIMATE
+
+    if layer.class_name == "Softmax":
+        return "softmax"
+    fn = str(layer.get_attr("activation", "")).lower()
+    return fn if fn in APPROXIMATE and layer.class_name in ("Activation", "ELU", "ParametrizedActivation") else ""
 
 
 def _type_for_values(ref: np.ndarray) -> str:
@@ -283,6 +312,8 @@ def _suggestion(hls_model, diff: LayerComparison) -> dict:
     from .convert import _current_format, _exact_types, _hls_str, _holds, fmt_of
 
     layer = next((l for l in hls_model.get_layers() if l.name == diff.name), None)
+    if layer is not None and _table_function(layer):
+        return {}
     want = {}
     if layer is not None and layer.inputs:
         in_vars = [layer.get_input_variable(i) for i in layer.inputs]

@@ -1,0 +1,51 @@
+"""lepton-hls check MODEL"""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "check",
+        help="list a model's layers and what each becomes; refuse what cannot be compiled (seconds, no compile)",
+        description="Read the model's architecture (no TensorFlow, no HLS compile) and list each layer with its "
+        "quantizers and the fixed-point type it will get. Exit status 2 with one line naming the first layer "
+        "that cannot become a verified accelerator. `build` runs the same check first.",
+    )
+    p.add_argument("model", help="zoo name, architecture .json, or full-model .h5")
+    p.add_argument("--weights", help="weights .h5 for a .json MODEL")
+    p.add_argument("--config", help="YAML build configuration to check against the model")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..build import check_spec, resolve_model
+    from ..build_config import load_config
+    from ..model_check import check_model
+
+    cfg = load_config(args.config) if args.config else None
+    spec = resolve_model(args.model, args.weights)
+    report = check_model(spec.files)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+    check_spec(spec, cfg)  # raises the one-line refusal (exit 2)
+    return 0
+
+
+def print_report(report) -> None:
+    rows = [("layer", "class", "quantizers", "type")]
+    for c in report.layers:
+        quant = ", ".join(f"{k}={v}" for k, v in c.quantizers.items()) or "-"
+        rows.append((c.name, c.class_name, quant, f"REFUSED: {c.refusal}" if c.refusal else (c.result or "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r[:3], widths)) + "  " + r[3])
+    if report.approximate:
+        print(f"approximate (lookup tables; error measured by verify, shrunk by larger tables): "
+              f"{', '.join(report.approximate)}")
+    if not report.refused:
+        print(f"{report.source}: every layer is supported")

@@ -1,0 +1,326 @@
+"""The front door: read a model's architecture (no TensorFlow, no hls4ml) and refuse, in seconds, anything the
+compile flow cannot turn into a verified accelerator, by the user's own layer name.
+
+Which Keras/QKeras classes are accepted comes from lepton_host.opset; the rules here only add what a class's
+options must satisfy (dilation, data format, activation function, quantizer kind).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lepton_host import opset
+
+from .keras_io import ModelFiles, UnsupportedLayerError, architecture_layers
+
+# Element-wise functions the engine runs: relu/linear natively, the rest as lookup tables (hls4ml's own code);
+# those marked approximate are computed by hls4ml from lookup tables (never bit-exact with the float model).
+ACTIVATIONS = ("linear", "relu", "softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "hard_sigmoid")
+APPROXIMATE = ("softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign")
+ACTIVATION_QUANTIZERS = ("quantized_relu", "quantized_bits", "quantized_tanh", "quantized_sigmoid", "binary",
+                         "ternary", "binary_tanh", "ternary_tanh")
+WEIGHT_QUANTIZERS = ("quantized_bits", "quantized_po2", "ternary")
+RECURRENT = ("SimpleRNN", "LSTM", "GRU", "QSimpleRNN", "QLSTM", "QGRU")
+HINTS = {
+    **{c: "hls4ml's C simulation of recurrent layers does not compile with this toolchain; unroll the sequence "
+          "into Dense layers or use Conv1D over time" for c in RECURRENT},
+    "Sequential": "a model nested in a model: save the model with its layers inlined",
+    "Functional": "a model nested in a model: save the model with its layers inlined",
+    "Lambda": "arbitrary Python code cannot become hardware; express it with supported layers",
+}
+
+
+@dataclass
+class LayerCheck:
+    name: str
+    class_name: str
+    quantizers: dict = field(default_factory=dict)  # role -> quantizer text
+    result: str = ""  # the type it gets: a quantizer's, or "exact (derived at build)", or a table note
+    refusal: str = ""
+
+
+@dataclass
+class CheckReport:
+    source: str
+    layers: list[LayerCheck]
+    approximate: list[str]  # layers computed through lookup tables
+
+    @property
+    def refused(self) -> list[LayerCheck]:
+        return [layer for layer in self.layers if layer.refusal]
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self) | {"ok": not self.refused}
+
+
+# ---- quantizers as the architecture JSON holds them ----------------------------------------------------------
+def quantizer_name(q) -> str | None:
+    """`"quantized_bits(6,0,alpha=1)"` or `{"class_name": "quantized_bits", "config": {...}}` -> "quantized_bits"."""
+    if q is None:
+        return None
+    if isinstance(q, dict):
+        return str(q.get("class_name") or q.get("config", {}).get("name") or "")
+    m = re.match(r"\s*(\w+)", str(q))
+    return m.group(1) if m else str(q)
+
+
+def quantizer_text(q) -> str:
+    if isinstance(q, dict):
+        cfg = q.get("config", {})
+        args = [str(cfg[k]) for k in ("bits", "integer") if k in cfg]
+        args += [f"{k}={cfg[k]}" for k in ("alpha", "negative_slope", "max_value", "threshold")
+                 if cfg.get(k) not in (None, 0, 0.0)]
+        return f"{q.get('class_name')}({','.join(args)})"
+    return str(q).replace(" ", "")
+
+
+def quantizer_type(q) -> str:
+    """The fixed-point type a QKeras activation quantizer gives its result (as hls4ml maps it)."""
+    name = quantizer_name(q)
+    args = _quantizer_args(q)
+    bits, integer = int(args.get("bits", 8)), int(args.get("integer", 0))
+    if name == "quantized_bits":
+        signed = bool(args.get("keep_negative", True))
+        return f"{'fixed' if signed else 'ufixed'}<{bits},{integer + (1 if signed else 0)}>"
+    if name == "quantized_relu":
+        return f"ufixed<{bits},{integer}>" if not float(args.get("negative_slope", 0) or 0) else f"fixed<{bits + 1},{integer + 1}>"
+    if name in ("binary", "binary_tanh"):
+        return "1-bit (+-1)"
+    if name in ("ternary", "ternary_tanh"):
+        return "2-bit (-1, 0, 1)"
+    if name in ("quantized_tanh", "quantized_sigmoid"):
+        return f"{bits}-bit hard {name.split('_')[1]}"
+    return name or ""
+
+
+def _quantizer_args(q) -> dict:
+    if isinstance(q, dict):
+        return dict(q.get("config", {}))
+    text = str(q)
+    m = re.match(r"\s*\w+\((.*)\)\s*$", text)
+    if not m:
+        return {}
+    out: dict = {}
+    positional = ("bits", "integer", "symmetric", "keep_negative")
+    for i, part in enumerate(p.strip() for p in m.group(1).split(",") if p.strip()):
+        key, _, val = part.partition("=")
+        if not _:
+            key, val = (positional[i] if i < len(positional) else f"arg{i}"), part
+        try:
+            out[key.strip()] = json.loads(val.strip().replace("True", "true").replace("False", "false"))
+        except ValueError:
+            out[key.strip()] = val.strip()
+    return out
+
+
+# ---- per-class rules: return a refusal reason, or "" -----------------------------------------------------------
+Rule = Callable[[dict, LayerCheck], str]
+
+
+def _activation_rule(cfg: dict, chk: LayerCheck) -> str:
+    act = cfg.get("activation", "linear")
+    if act is None:
+        return ""
+    name = quantizer_name(act)
+    if isinstance(act, str) and "(" in act or name in ACTIVATION_QUANTIZERS:
+        if name not in ACTIVATION_QUANTIZERS:
+            return f"activation quantizer {name!r} (supported: {', '.join(ACTIVATION_QUANTIZERS)})"
+        chk.quantizers["activation"] = quantizer_text(act)
+        chk.result = quantizer_type(act)
+        return ""
+    if name not in ACTIVATIONS:
+        return f"activation {name!r} (supported: {', '.join(ACTIVATIONS)})"
+    if name != "linear":
+        chk.quantizers["activation"] = name
+    if name in APPROXIMATE:
+        chk.result = f"{name} by lookup table (approximate)"
+    return ""
+
+
+def _weights_rule(cfg: dict, chk: LayerCheck) -> str:
+    for role in ("kernel_quantizer", "bias_quantizer", "depthwise_quantizer", "pointwise_quantizer"):
+        q = cfg.get(role)
+        if q is None:
+            continue
+        name = quantizer_name(q)
+        if name not in WEIGHT_QUANTIZERS:
+            why = " (binary weights become XNOR products, which the fast engine does not evaluate)" if "binary" in str(name) else ""
+            return f"{role} {name!r}{why} (supported: {', '.join(WEIGHT_QUANTIZERS)})"
+        chk.quantizers[role.replace("_quantizer", "")] = quantizer_text(q)
+    return ""
+
+
+def _channels_last(cfg: dict, chk: LayerCheck) -> str:
+    fmt = cfg.get("data_format")
+    return "" if fmt in (None, "channels_last") else f"data_format {fmt!r} (only channels_last)"
+
+
+def _no_dilation(cfg: dict, chk: LayerCheck) -> str:
+    rate = cfg.get("dilation_rate", 1)
+    rates = rate if isinstance(rate, (list, tuple)) else [rate]
+    if any(int(r) != 1 for r in rates):
+        return f"dilation_rate {rate} (only 1)"
+    if int(cfg.get("groups", 1) or 1) != 1:
+        return f"groups={cfg.get('groups')} (only 1)"
+    return ""
+
+
+def _mac(cfg: dict, chk: LayerCheck) -> str:
+    reason = _weights_rule(cfg, chk) or _activation_rule(cfg, chk)
+    if not reason and not chk.result:
+        chk.result = "exact (derived at build)"
+    return reason
+
+
+def _conv(cfg: dict, chk: LayerCheck) -> str:
+    return _channels_last(cfg, chk) or _no_dilation(cfg, chk) or _mac(cfg, chk)
+
+
+def _qactivation(cfg: dict, chk: LayerCheck) -> str:
+    return _activation_rule(cfg, chk)
+
+
+def _relu_layer(cfg: dict, chk: LayerCheck) -> str:
+    if cfg.get("max_value") is not None:
+        return f"ReLU(max_value={cfg['max_value']}) (hls4ml ignores max_value; use QActivation(quantized_relu(bits, integer)))"
+    if float(cfg.get("threshold", 0) or 0) != 0:
+        return f"ReLU(threshold={cfg['threshold']}) (use ThresholdedReLU)"
+    return ""
+
+
+def _batchnorm(cfg: dict, chk: LayerCheck) -> str:
+    axis = cfg.get("axis", -1)
+    if isinstance(axis, list):
+        if len(axis) != 1:
+            return f"axis {axis} (normalisation over one axis, the channels)"
+        axis = axis[0]
+    if not isinstance(axis, int) or axis == 0:
+        return f"axis {cfg.get('axis')} (only the channel axis, channels_last)"
+    chk.result = "scale and bias sized from the real statistics (derived at build)"
+    return ""
+
+
+def _softmax_layer(cfg: dict, chk: LayerCheck) -> str:
+    axis = cfg.get("axis", -1)
+    if axis not in (-1, [-1]):
+        return f"softmax over axis {axis} (only the last axis)"
+    chk.result = "softmax by lookup tables (approximate)"
+    return ""
+
+
+def _approximate(what: str) -> Rule:
+    def rule(cfg: dict, chk: LayerCheck) -> str:
+        chk.result = f"{what} by lookup table (approximate)"
+        return ""
+
+    return rule
+
+
+def _plain(cfg: dict, chk: LayerCheck) -> str:
+    return ""
+
+
+_SPECIFIC: dict[str, Rule] = {
+    "Dense": _mac,
+    "QDense": _mac,
+    "Conv1D": _conv,
+    "Conv2D": _conv,
+    "QConv1D": _conv,
+    "QConv2D": _conv,
+    "DepthwiseConv1D": _conv,
+    "DepthwiseConv2D": _conv,
+    "QDepthwiseConv2D": _conv,
+    "SeparableConv1D": _conv,
+    "SeparableConv2D": _conv,
+    "QSeparableConv1D": _conv,
+    "QSeparableConv2D": _conv,
+    "Activation": _activation_rule,
+    "QActivation": _qactivation,
+    "ReLU": _relu_layer,
+    "BatchNormalization": _batchnorm,
+    "QBatchNormalization": _batchnorm,
+    "Softmax": _softmax_layer,
+    "ELU": _approximate("elu"),
+    **{c: _channels_last for c in ("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
+                                   "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "ZeroPadding1D",
+                                   "ZeroPadding2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+                                   "GlobalAveragePooling1D", "GlobalAveragePooling2D", "Cropping1D", "Cropping2D",
+                                   "UpSampling1D", "UpSampling2D")},
+}
+KERAS_RULES: dict[str, Rule] = {
+    cls: _SPECIFIC.get(cls, _plain) for cls in (*opset.keras_classes(), *opset.DROPPED_KERAS_CLASSES)
+}
+
+
+def supported_classes() -> list[str]:
+    return sorted(set(opset.keras_classes()) - {"InputLayer"})
+
+
+def check_model(files: ModelFiles) -> CheckReport:
+    """Every layer of the architecture with its quantizers and type; refusals named per layer."""
+    try:
+        arch = json.loads(files.architecture_json)
+    except json.JSONDecodeError as e:
+        raise UnsupportedLayerError(f"{files.source}: the architecture is not valid JSON: {e}") from None
+    layers = architecture_layers(arch)
+    if not layers:
+        raise UnsupportedLayerError(f"{files.source}: the architecture lists no layers")
+    checks = []
+    for layer in layers:
+        cls = str(layer.get("class_name"))
+        cfg = layer.get("config", {}) or {}
+        chk = LayerCheck(name=str(cfg.get("name", layer.get("name", "?"))), class_name=cls)
+        rule = KERAS_RULES.get(cls)
+        if rule is None:
+            chk.refusal = f"class {cls} is not supported" + (f" ({HINTS[cls]})" if cls in HINTS else "")
+        else:
+            reason = rule(cfg, chk)
+            if reason:
+                chk.refusal = f"{cls} with {reason}"
+            elif cls in opset.DROPPED_KERAS_CLASSES:
+                chk.result = "removed (no effect at inference)"
+        checks.append(chk)
+    model_refusal = _model_level(arch)
+    if model_refusal:
+        checks.append(LayerCheck(name="(model)", class_name=str(arch.get("class_name")), refusal=model_refusal))
+    approximate = [c.name for c in checks if "approximate" in c.result]
+    return CheckReport(source=files.source, layers=checks, approximate=approximate)
+
+
+def _model_level(arch: dict) -> str:
+    cfg = arch.get("config", {})
+    if isinstance(cfg, dict) and arch.get("class_name") in ("Functional", "Model"):
+        ins, outs = cfg.get("input_layers", []), cfg.get("output_layers", [])
+        if len(ins) > 1 or len(outs) > 1:
+            return f"{len(ins)} inputs and {len(outs)} outputs (the accelerator has one input and one output port)"
+    return ""
+
+
+def refuse_unsupported(report: CheckReport) -> None:
+    """Raise one line naming the first refused layer, what is supported, and a hint."""
+    bad = report.refused
+    if not bad:
+        return
+    first = bad[0]
+    more = f" (and {len(bad) - 1} more: {', '.join(b.name for b in bad[1:4])})" if len(bad) > 1 else ""
+    hint = _hint(first)
+    raise UnsupportedLayerError(
+        f"{report.source}: layer {first.name!r}: {first.refusal}{more}. Supported layers: "
+        f"{', '.join(supported_classes())}.{hint}"
+    )
+
+
+def _hint(chk: LayerCheck) -> str:
+    if chk.class_name in HINTS:
+        return ""
+    if "quantizer" in chk.refusal:
+        return (" Hint: give QActivation quantizers as strings in .json (e.g. \"quantized_relu(6)\"), or use the "
+                "full .h5")
+    if chk.class_name not in KERAS_RULES:
+        return " Hint: `lepton-hls check MODEL` lists every layer and what it becomes"
+    return ""
