@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-from . import engine_merge
 from .errors import EmulationError
 from .fixedpoint import FixedFormat, _round_shift
 
@@ -588,8 +587,9 @@ _BUILDERS = {
     "pool1d": _pool,
     "pool2d": _pool,
     "softmax": _softmax,
-    "merge": engine_merge.merge,
-    "concatenate": engine_merge.concatenate,
-    "dot": engine_merge.dot,
-    "clone": engine_merge.clone,
 }
+
+# Spatial layers and depthwise convolutions (engine_spatial.py) build on the classes above.
+from .engine_spatial import BUILDERS as _SPATIAL_BUILDERS  # noqa: E402
+
+_BUILDERS.update(_SPATIAL_BUILDERS)
