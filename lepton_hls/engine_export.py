@@ -21,7 +21,7 @@ from lepton_host.engine import GRAPH_NAME, IR_SCHEMA, IR_VERSION, WEIGHTS_NAME
 from lepton_host.errors import EmulationError
 from lepton_host.fixedpoint import FixedFormat
 
-from . import export_spatial, hls_probe
+from . import export_merge, export_spatial, hls_probe
 
 # hls4ml class -> the op it is exported as; a class listed by several kinds starts as the first (its handler may
 # hand the layer on, e.g. an Activation that is not relu or linear becomes a lookup table).
@@ -114,6 +114,10 @@ class _Exporter:
             "reshape": self._reshape,
             "zeropad": self._zeropad,
             "softmax": self._softmax,
+            "merge": partial(export_merge.merge, self),
+            "concatenate": partial(export_merge.concatenate, self),
+            "dot": partial(export_merge.dot, self),
+            "clone": partial(export_merge.clone, self),
             "crop": partial(export_spatial.crop, self),
             "upsample": partial(export_spatial.upsample, self),
             "transpose": partial(export_spatial.transpose, self),

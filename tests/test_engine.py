@@ -124,6 +124,60 @@ def tiny_activations_model():
     return tf.keras.Model(inp, out)
 
 
+def tiny_merge_model():
+    """Two QDense branches from one input (one signed, one unsigned after quantized_relu) joined by every
+    element-wise merge (Add, Subtract, Multiply, Average, Maximum, Minimum) and Dot, the results joined by 1D
+    Concatenates, a QActivation(quantized_bits) straight after a merge, and a QDense on top."""
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits, quantized_relu
+    from tensorflow.keras import layers
+
+    tf.keras.utils.set_random_seed(5)
+    q = dict(kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1))
+    inp = layers.Input((6,), name="x")
+    a = QDense(4, name="a", **q)(inp)
+    b = QDense(4, name="b", **q)(inp)
+    b = QActivation(quantized_relu(5, 2), name="b_relu")(b)
+    add = layers.Add(name="add")([a, b])
+    add = QActivation(quantized_bits(6, 2, alpha=1), name="add_q")(add)
+    sub = layers.Subtract(name="sub")([a, b])
+    mul = layers.Multiply(name="mul")([a, b])
+    avg = layers.Average(name="avg")([a, b])
+    mx = layers.Maximum(name="max")([a, b])
+    mn = layers.Minimum(name="min")([b, a])
+    dot = layers.Dot(axes=1, name="dot")([a, b])
+    h = layers.Concatenate(name="cat1")([add, sub])
+    h = layers.Concatenate(name="cat2")([h, mul])
+    h = layers.Concatenate(name="cat3")([h, avg])
+    h = layers.Concatenate(name="cat4")([mx, h])
+    h = layers.Concatenate(name="cat5")([h, mn])
+    h = layers.Concatenate(name="cat6")([h, dot])
+    out = QDense(3, name="fc", **q)(h)
+    return tf.keras.Model(inp, out)
+
+
+def tiny_concat_model():
+    """Two QConv2D branches joined along each of the three axes, the same branches reshaped to 2D and joined
+    along both, everything flattened and joined in 1D."""
+    import tensorflow as tf
+    from qkeras import QConv2D, quantized_bits
+    from tensorflow.keras import layers
+
+    tf.keras.utils.set_random_seed(6)
+    q = dict(kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1))
+    inp = layers.Input((4, 3, 2), name="img")
+    a = QConv2D(3, (1, 1), name="ca", **q)(inp)
+    b = QConv2D(3, (2, 2), padding="same", activation="relu", name="cb", **q)(inp)
+    parts = [layers.Concatenate(axis=ax, name=f"c3_{i}")([a, b]) for i, ax in enumerate((-1, 2, 1))]
+    a2, b2 = layers.Reshape((12, 3), name="ra")(a), layers.Reshape((12, 3), name="rb")(b)
+    parts += [layers.Concatenate(axis=ax, name=f"c2_{i}")([b2, a2]) for i, ax in enumerate((-1, 1))]
+    flat = [layers.Flatten(name=f"f{i}")(p) for i, p in enumerate(parts)]
+    h = flat[0]
+    for i, f in enumerate(flat[1:]):
+        h = layers.Concatenate(name=f"c1_{i}")([h, f])
+    return tf.keras.Model(inp, h)
+
+
 def tiny_spatial2d_model():
     """ZeroPadding2D -> Cropping2D -> QDepthwiseConv2D ('same') -> quantized_relu -> UpSampling2D (2, 1) ->
     QSeparableConv2D (stride (2, 1); hls4ml splits it into depthwise + pointwise) -> Permute ->
@@ -184,6 +238,8 @@ MODELS = {
     "tiny_conv1d": tiny_conv1d_model,
     "tiny_conv2d": tiny_conv2d_model,
     "tiny_activations": tiny_activations_model,
+    "tiny_merge": tiny_merge_model,
+    "tiny_concat": tiny_concat_model,
     "qkeras_mnist_cnn": lambda: load_example("qkeras_mnist_cnn"),
     "tiny_spatial2d": tiny_spatial2d_model,
     "tiny_spatial1d": tiny_spatial1d_model,
@@ -192,6 +248,19 @@ MODELS = {
 # engine's step-by-step path.
 ACCUM_PRECISIONS = {"tiny_spatial1d": {"dw": "fixed<14,5,RND,SAT>"}}
 SLOW = {"qkeras_mnist_cnn"}
+# Result types narrower than hls4ml's inferred ones, so merges round, wrap and saturate (layer -> precision).
+PRECISIONS = {
+    "tiny_merge": {
+        "sub": "fixed<7,3,RND,SAT>",
+        "mul": "fixed<8,2,TRN,WRAP>",
+        "avg": "fixed<6,2,RND_CONV,SAT>",
+        "max": "ufixed<5,2,RND,SAT>",
+        "min": "fixed<6,1,TRN,WRAP>",
+        "dot": "fixed<8,3,RND,SAT>",
+        "cat3": "fixed<10,4,RND,SAT>",
+    },
+    "tiny_concat": {"c3_1": "fixed<8,2,RND,SAT>", "c2_0": "fixed<6,1,TRN,WRAP>"},
+}
 
 
 KINDS = ("grid", "off", "saturating")
@@ -218,7 +287,7 @@ class Built:
         keras_model = MODELS[name]()
         softmax = "latency" if name == "tiny_conv2d" else None  # exercise hls4ml's other softmax too
         strategy = "Resource" if name == "tiny_conv1d" else "Latency"  # and its other kernel layout
-        hls_model = _convert_for_trace(keras_model, root / "hls", softmax, strategy)
+        hls_model = _convert_for_trace(keras_model, root / "hls", softmax, strategy, PRECISIONS.get(name, {}))
         shape = tuple(int(s) for s in keras_model.input_shape[1:])
         in_fmt = FixedFormat.parse(str(hls_model.get_input_variables()[0].type.precision))
         self.n = n
@@ -237,7 +306,8 @@ class Built:
         return self.csim_out[sl], {k: v[sl] for k, v in self.csim_trace.items()}
 
 
-def _convert_for_trace(keras_model, out_dir: Path, softmax_implementation: str | None, strategy: str):
+def _convert_for_trace(keras_model, out_dir: Path, softmax_implementation: str | None, strategy: str,
+                       precisions: dict[str, str]):
     import hls4ml
 
     cfg = hls4ml.utils.config_from_keras_model(keras_model, granularity="name", backend="Vitis")
@@ -245,6 +315,15 @@ def _convert_for_trace(keras_model, out_dir: Path, softmax_implementation: str |
     for layer_cfg in cfg["LayerName"].values():
         layer_cfg["Trace"] = True
         layer_cfg["Strategy"] = strategy
+    for layer in keras_model.layers:
+        if type(layer).__name__ == "Dot":
+            # hls4ml 1.3.0 cannot infer a Dot's accumulator ('auto' accum fails its precision inference).
+            cfg["LayerName"][layer.name]["Precision"] = {"result": "auto", "accum": "fixed<24,12>"}
+    for layer_name, precision in precisions.items():
+        if isinstance(cfg["LayerName"][layer_name].get("Precision"), dict):
+            cfg["LayerName"][layer_name]["Precision"]["result"] = precision
+        else:
+            cfg["LayerName"][layer_name]["Precision"] = {"result": precision}
     for layer_name, accum in ACCUM_PRECISIONS.get(keras_model.name, {}).items():
         cfg["LayerName"][layer_name]["Precision"]["accum"] = accum
     if softmax_implementation:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import engine_merge
 from .errors import EmulationError
 from .fixedpoint import FixedFormat, _round_shift
 
@@ -587,6 +588,10 @@ _BUILDERS = {
     "pool1d": _pool,
     "pool2d": _pool,
     "softmax": _softmax,
+    "merge": engine_merge.merge,
+    "concatenate": engine_merge.concatenate,
+    "dot": engine_merge.dot,
+    "clone": engine_merge.clone,
 }
 
 # Spatial layers and depthwise convolutions (engine_spatial.py) build on the classes above.
