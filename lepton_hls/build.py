@@ -125,8 +125,7 @@ def build_package(
     (with `force`) is replaced only by a finished package. A package that misses its fidelity is still moved
     into place, marked failed in its manifest, so that it can be inspected."""
     progress = progress or Progress()
-    with progress.step("check model"):
-        check_spec(resolve_model(model, weights), cfg)
+    check_spec(resolve_model(model, weights), cfg)  # instant; a refusal is one line, before anything is written
     final = Path(out).absolute()
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         if not force:
