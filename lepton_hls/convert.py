@@ -100,6 +100,12 @@ def convert(model, cfg: BuildConfig, output_dir: str, calibration: np.ndarray | 
         changes = _exactness_changes(hls_model, hcfg, cfg, owned=report.exact_types, pin=pin)
         if not changes:
             break
+        for lname, prec in list(changes.items()):
+            # hls4ml splits a layer's activation out as `<name>_linear`; a quantizer reading that one is merged
+            # into it (and lost) unless its type is set too.
+            twin = f"{lname}_linear"
+            if "result" in prec and lname in pin and twin in hcfg["LayerName"]:
+                changes[twin] = {"result": prec["result"]}
         for lname, prec in changes.items():
             hcfg["LayerName"].setdefault(lname, {}).setdefault("Precision", {}).update(prec)
             report.exact_types.setdefault(lname, {}).update(prec)
@@ -188,6 +194,9 @@ def _exact_types(layer, in_fmts: list) -> dict:
     kind = layer.class_name
     if kind in MAC_LAYERS:
         exact = _exact_mac_format(layer, in_fmts[0])
+        return {} if exact is None else {"accum": exact, "result": exact}
+    if kind in ("DepthwiseConv1D", "DepthwiseConv2D"):
+        exact = _exact_depthwise_format(layer, in_fmts[0])
         return {} if exact is None else {"accum": exact, "result": exact}
     if kind == "Activation":
         return {"result": in_fmts[0]} if layer.get_attr("activation") in PASS_THROUGH_ACTIVATIONS else {}
@@ -344,6 +353,32 @@ def _exact_mac_format(layer, in_fmt: FixedFormat) -> FixedFormat | None:
     if width > MAX_EXACT_WIDTH:
         return None  # leave hls4ml's choice; verification will report the residual
     return FixedFormat(width=width, integer=integer, signed=True)
+
+
+def _exact_depthwise_format(layer, in_fmt: FixedFormat) -> FixedFormat | None:
+    """A depthwise convolution is a one-output MAC per channel over its kernel positions (separable convolutions
+    arrive split, their depthwise half with a zero bias): the type that holds every channel's sum exactly."""
+    weights = layer.weights
+    w = _weight_values(layer, "weight", weights)
+    b = _weight_values(layer, "bias", weights)
+    if w is None:
+        return None
+    n_chan = int(layer.get_attr("n_chan"))
+    if w.size % n_chan:
+        return None
+    w2 = w.reshape(-1, n_chan)  # (taps, channels): Keras' (.., C, 1) kernel, or hls4ml's Resource (1, .., C)
+    b = np.zeros(n_chan) if b is None else np.resize(b.reshape(-1), n_chan)
+    f_w, f_b = _frac_bits(w2), _frac_bits(b)
+    if f_w is None or f_b is None:
+        return None
+    frac = max(in_fmt.frac + f_w, f_b)
+    lo_x, hi_x = in_fmt.min_value, in_fmt.max_value
+    lo = float((b + np.minimum(w2 * lo_x, w2 * hi_x).sum(axis=0)).min())
+    hi = float((b + np.maximum(w2 * lo_x, w2 * hi_x).sum(axis=0)).max())
+    integer = _signed_int_bits(lo, hi, frac)
+    if integer + frac > MAX_EXACT_WIDTH:
+        return None
+    return FixedFormat(width=integer + frac, integer=integer, signed=True)
 
 
 def _weight_values(layer, name: str, weights: dict) -> np.ndarray | None:
