@@ -206,7 +206,34 @@ def _exact_types(layer, in_fmts: list) -> dict:
         return _exact_batchnorm(layer, in_fmts[0])
     if kind in ("Merge", "Concatenate") and len(in_fmts) == 2:
         return _exact_merge(layer, *in_fmts)
+    if kind in ("ParametrizedActivation", "LeakyReLU", "PReLU", "ThresholdedReLU"):
+        return _exact_param_activation(layer, in_fmts[0])
     return {}
+
+
+def _exact_param_activation(layer, in_fmt: FixedFormat) -> dict:
+    """leaky_relu / PReLU: x where x > 0, else alpha * x (nnet_activation.h: the product assigned to res_T);
+    thresholded relu passes x or 0. alpha is kept exactly when it has few fraction bits (powers of two, QKeras'
+    negative_slope), else to 24 significant bits, like batch-normalisation scales."""
+    fn = str(layer.get_attr("activation", "")).lower()
+    if layer.class_name == "ThresholdedReLU" or fn in ("thresholdedrelu", "thresholded_relu"):
+        return {"result": in_fmt}
+    if layer.class_name == "PReLU":
+        var = layer.weights.get("param")
+        alpha = None if var is None else np.asarray(var.data, dtype=np.float64).ravel()
+    elif fn in ("leaky_relu", "leakyrelu"):
+        alpha = np.array([float(layer.get_attr("activ_param", 0.3))])
+    else:
+        return {}  # elu: a lookup table
+    if alpha is None or not alpha.size:
+        return {}
+    a_fmt = _value_format(alpha)
+    a = a_fmt.cast(alpha)
+    frac = in_fmt.frac + a_fmt.frac
+    ends = np.concatenate([[in_fmt.min_value, in_fmt.max_value, 0.0], a * in_fmt.min_value, a * in_fmt.max_value])
+    integer = _signed_int_bits(float(ends.min()), float(ends.max()), frac)
+    frac = min(frac, MAX_EXACT_WIDTH - integer)
+    return {"param": a_fmt, "result": FixedFormat(width=integer + frac, integer=integer, signed=True)}
 
 
 def _current_format(layer, key: str) -> FixedFormat | None:
