@@ -474,3 +474,44 @@ def test_dense_arithmetic_against_python_integers(x_fmt, w_fmt, accum):
     x = rng.integers(x_fmt.raw_min, x_fmt.raw_max + 1, size=(50, n_in), dtype=np.int64)
     engine = _dense_graph(w_fmt, accum, x_fmt, w, b)
     np.testing.assert_array_equal(engine.run_raw(x), _reference_dense(x, w, b, x_fmt, w_fmt, accum))
+
+
+# ---- merges without hls4ml: products wider than int64 ----------------------------------------------------
+@pytest.mark.parametrize("function", ["multiply", "add", "maximum"])
+@pytest.mark.parametrize("result", [FixedFormat(40, 12, rounding="RND", saturation="SAT"), FixedFormat(30, 4)],
+                         ids=["rnd-sat", "trn-wrap"])
+def test_merge_of_wide_values_against_python_integers(function, result):
+    """A 40-bit value times a 34-bit one needs 74 bits: the engine must leave int64 and still round and
+    overflow as an ap_fixed assignment."""
+    x_fmt, d_fmt = FixedFormat(40, 20), FixedFormat(34, 14)
+    rng = np.random.default_rng(11)
+    # Moderate values, so most results neither saturate nor wrap; the first lands halfway between two RND
+    # results for every odd x.
+    w = rng.integers(-(1 << 25), 1 << 25, size=(1, 3), dtype=np.int64)
+    w[0, 0] = (w[0, 0] >> 12 << 12) | 0x800
+    graph = {
+        "schema": "lepton-hls/engine", "version": 1, "inputs": ["x"], "outputs": ["m"],
+        "layers": [
+            {"name": "x", "op": "input", "inputs": [], "shape": [3], "format": x_fmt.to_dict(), "params": {}},
+            {"name": "d", "op": "dense", "inputs": ["x"], "shape": [3], "format": d_fmt.to_dict(),
+             "params": {"n_in": 3, "n_out": 3, "product": "mult", "weight": FixedFormat(2, 2).to_dict(),
+                        "bias": d_fmt.to_dict(), "accum": FixedFormat(60, 30).to_dict()}},
+            {"name": "m", "op": "merge", "inputs": ["x", "d"], "shape": [3], "format": result.to_dict(),
+             "params": {"function": function, "n_elem1": 3, "n_elem2": 3}},
+        ],
+    }
+    engine = Engine(graph, {"d/kernel": np.zeros((3, 3), dtype=np.int64), "d/bias": w[0]})
+    x = rng.integers(-(1 << 22), 1 << 22, size=(40, 3), dtype=np.int64)
+    x[0] = x_fmt.raw_min
+    x[1] = x_fmt.raw_max
+    got = engine.run_raw(x)
+    for n in range(len(x)):
+        for i in range(3):
+            a, b = int(x[n, i]), int(w[0, i])  # the dense layer outputs its bias: exact in d_fmt
+            if function == "multiply":
+                v, frac = a * b, x_fmt.frac + d_fmt.frac
+            else:
+                frac = max(x_fmt.frac, d_fmt.frac)
+                a, b = a << (frac - x_fmt.frac), b << (frac - d_fmt.frac)
+                v = a + b if function == "add" else max(a, b)
+            assert got[n, i] == _py_convert(v, frac, result), (n, i)
