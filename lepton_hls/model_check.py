@@ -170,6 +170,26 @@ def _no_dilation(cfg: dict, chk: LayerCheck) -> str:
     return ""
 
 
+def _depthwise(cfg: dict, chk: LayerCheck) -> str:
+    if int(cfg.get("depth_multiplier", 1) or 1) != 1:
+        return f"depth_multiplier={cfg['depth_multiplier']} (hls4ml's depthwise kernels take 1)"
+    strides = cfg.get("strides", 1)
+    strides = strides if isinstance(strides, (list, tuple)) else [strides]
+    if "Separable" in chk.class_name and len(set(strides)) > 1:
+        return f"strides {tuple(strides)} (TensorFlow on a CPU cannot run a separable convolution with unequal strides, so the model cannot be verified)"
+    return _conv(cfg, chk)
+
+
+def _upsampling(cfg: dict, chk: LayerCheck) -> str:
+    interp = cfg.get("interpolation", "nearest")
+    return _channels_last(cfg, chk) or ("" if interp == "nearest" else f"interpolation {interp!r} (only nearest)")
+
+
+def _permute(cfg: dict, chk: LayerCheck) -> str:
+    # hls4ml's Transpose template substitutes the layer's name where it means its `perm` attribute
+    return "the name 'perm' (it clashes with hls4ml's Transpose template; rename the layer)" if chk.name == "perm" else ""
+
+
 def _mac(cfg: dict, chk: LayerCheck) -> str:
     reason = _weights_rule(cfg, chk) or _activation_rule(cfg, chk)
     if not reason and not chk.result:
@@ -232,13 +252,16 @@ _SPECIFIC: dict[str, Rule] = {
     "Conv2D": _conv,
     "QConv1D": _conv,
     "QConv2D": _conv,
-    "DepthwiseConv1D": _conv,
-    "DepthwiseConv2D": _conv,
-    "QDepthwiseConv2D": _conv,
-    "SeparableConv1D": _conv,
-    "SeparableConv2D": _conv,
-    "QSeparableConv1D": _conv,
-    "QSeparableConv2D": _conv,
+    "DepthwiseConv1D": _depthwise,
+    "DepthwiseConv2D": _depthwise,
+    "QDepthwiseConv2D": _depthwise,
+    "SeparableConv1D": _depthwise,
+    "SeparableConv2D": _depthwise,
+    "QSeparableConv1D": _depthwise,
+    "QSeparableConv2D": _depthwise,
+    "Permute": _permute,
+    "UpSampling1D": _upsampling,
+    "UpSampling2D": _upsampling,
     "Activation": _activation_rule,
     "QActivation": _qactivation,
     "ReLU": _relu_layer,
@@ -249,8 +272,7 @@ _SPECIFIC: dict[str, Rule] = {
     **{c: _channels_last for c in ("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
                                    "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "ZeroPadding1D",
                                    "ZeroPadding2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-                                   "GlobalAveragePooling1D", "GlobalAveragePooling2D", "Cropping1D", "Cropping2D",
-                                   "UpSampling1D", "UpSampling2D")},
+                                   "GlobalAveragePooling1D", "GlobalAveragePooling2D", "Cropping1D", "Cropping2D")},
 }
 KERAS_RULES: dict[str, Rule] = {
     cls: _SPECIFIC.get(cls, _plain) for cls in (*opset.keras_classes(), *opset.DROPPED_KERAS_CLASSES)
@@ -324,3 +346,24 @@ def _hint(chk: LayerCheck) -> str:
     if chk.class_name not in KERAS_RULES:
         return " Hint: `lepton-hls check MODEL` lists every layer and what it becomes"
     return ""
+
+
+def support_table_markdown() -> str:
+    """The README's table of supported layers and quantizers, rendered from the opset (tests hold the README to
+    it)."""
+    lines = ["| kind | Keras / QKeras layers | what it computes | bit-exact | RTL tracer |", "|---|---|---|---|---|"]
+    for kind in opset.KINDS:
+        if kind.op == "input" or not kind.keras_classes:
+            continue
+        exact = "yes" if kind.exact else "no: lookup tables, agreement measured"
+        if kind.op == "lookup":
+            exact = f"yes, except {', '.join(f for f in APPROXIMATE if f != 'softmax')} (tables)"
+        rtl = "yes" if not kind.rtl else "refused"
+        lines.append(f"| `{kind.op}` | {', '.join(kind.keras_classes)} | {kind.summary} | {exact} | {rtl} |")
+    lines += [
+        f"| (removed) | {', '.join(opset.DROPPED_KERAS_CLASSES)} | no effect at inference | - | - |",
+        "",
+        f"Weight quantizers: {', '.join(WEIGHT_QUANTIZERS)}. Activation quantizers (QActivation, or a layer's "
+        f"`activation=`): {', '.join(ACTIVATION_QUANTIZERS)}. Keras activations: {', '.join(ACTIVATIONS)}.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -61,3 +61,13 @@ def test_model_check_accepts_exactly_the_declared_keras_classes():
 def test_each_kind_names_its_classes(kind):
     # keras_classes may be empty for kinds hls4ml inserts itself (io_stream clones)
     assert kind.hls4ml_classes and kind.summary
+
+
+def test_readme_support_table_is_the_generated_one():
+    from lepton_hls.model_check import support_table_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- support-table")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- /support-table -->")
+    assert readme[start:end] == support_table_markdown(), "regenerate the README table from the opset"
