@@ -25,8 +25,8 @@ ACTIVATION_QUANTIZERS = ("quantized_relu", "quantized_bits", "quantized_tanh", "
 WEIGHT_QUANTIZERS = ("quantized_bits", "quantized_po2", "ternary")
 RECURRENT = ("SimpleRNN", "LSTM", "GRU", "QSimpleRNN", "QLSTM", "QGRU")
 HINTS = {
-    **{c: "hls4ml's C simulation of recurrent layers does not compile with this toolchain; unroll the sequence "
-          "into Dense layers or use Conv1D over time" for c in RECURRENT},
+    **{c: "recurrent layers are outside the fast engine, and hls4ml's LSTM C simulation does not compile with "
+          "g++ 12; unroll the sequence into Dense layers or use Conv1D over time" for c in RECURRENT},
     "Sequential": "a model nested in a model: save the model with its layers inlined",
     "Functional": "a model nested in a model: save the model with its layers inlined",
     "Lambda": "arbitrary Python code cannot become hardware; express it with supported layers",
