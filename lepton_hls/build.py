@@ -96,7 +96,7 @@ def check_spec(spec: ModelSpec, cfg: BuildConfig | None = None):
     """The front door (seconds, no TensorFlow): every layer supported, every configured layer present."""
     from .model_check import check_model, refuse_unsupported
 
-    report = check_model(spec.files)
+    report = check_model(spec.files, io_type=cfg.io_type if cfg is not None else "io_parallel")
     refuse_unsupported(report)
     if cfg is not None and cfg.layer_precision:
         names = {c.name for c in report.layers}

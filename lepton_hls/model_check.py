@@ -30,6 +30,8 @@ HINTS = {
     "Sequential": "a model nested in a model: save the model with its layers inlined",
     "Functional": "a model nested in a model: save the model with its layers inlined",
     "Lambda": "arbitrary Python code cannot become hardware; express it with supported layers",
+    "Dot": "hls4ml 1.3.0's precision inference fails on Dot with automatic types; use Multiply and a Dense with "
+           "fixed weights",
 }
 
 
@@ -260,6 +262,7 @@ _SPECIFIC: dict[str, Rule] = {
     "QSeparableConv1D": _depthwise,
     "QSeparableConv2D": _depthwise,
     "Permute": _permute,
+
     "UpSampling1D": _upsampling,
     "UpSampling2D": _upsampling,
     "Activation": _activation_rule,
@@ -283,7 +286,7 @@ def supported_classes() -> list[str]:
     return sorted(set(opset.keras_classes()) - {"InputLayer"})
 
 
-def check_model(files: ModelFiles) -> CheckReport:
+def check_model(files: ModelFiles, io_type: str = "io_parallel") -> CheckReport:
     """Every layer of the architecture with its quantizers and type; refusals named per layer."""
     try:
         arch = json.loads(files.architecture_json)
@@ -307,11 +310,43 @@ def check_model(files: ModelFiles) -> CheckReport:
             elif cls in opset.DROPPED_KERAS_CLASSES:
                 chk.result = "removed (no effect at inference)"
         checks.append(chk)
+    if io_type == "io_stream":
+        _stream_hazards(layers, checks)
     model_refusal = _model_level(arch)
     if model_refusal:
         checks.append(LayerCheck(name="(model)", class_name=str(arch.get("class_name")), refusal=model_refusal))
     approximate = [c.name for c in checks if "approximate" in c.result]
     return CheckReport(source=files.source, layers=checks, approximate=approximate)
+
+
+def _stream_hazards(layers: list, checks: list[LayerCheck]) -> None:
+    """hls4ml 1.3.0's io_stream inserts a zero-padding layer before a 'same' convolution; when that convolution
+    shares its input with another layer, the padding is wired to the wrong consumer and the generated C++
+    computes something else."""
+    readers: dict[str, int] = {}
+    for layer in layers:
+        for src in _sources(layer):
+            readers[src] = readers.get(src, 0) + 1
+    for layer, chk in zip(layers, checks):
+        cfg = layer.get("config", {}) or {}
+        if chk.refusal or "Conv" not in chk.class_name or cfg.get("padding") != "same":
+            continue
+        shared = [s for s in _sources(layer) if readers.get(s, 0) > 1]
+        if shared:
+            chk.refusal = (f"{chk.class_name} with padding='same' reading {shared[0]!r}, which other layers read "
+                           "too (hls4ml's io_stream miswires the padding it inserts; use io_parallel, padding="
+                           "'valid' with an explicit ZeroPadding layer, or give the branch its own copy)")
+
+
+def _sources(layer: dict) -> list[str]:
+    out = []
+    for node in layer.get("inbound_nodes", []) or []:
+        for ref in node if isinstance(node, list) else [node]:
+            if isinstance(ref, list) and ref:
+                out.append(str(ref[0]))
+            elif isinstance(ref, dict):  # Keras 3 style
+                out.extend(str(a.get("config", {}).get("keras_history", ["?"])[0]) for a in ref.get("args", []))
+    return out
 
 
 def _model_level(arch: dict) -> str:

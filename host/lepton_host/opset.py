@@ -121,9 +121,10 @@ KINDS: tuple[OpKind, ...] = (
     ),
     OpKind(
         "dot",
-        "dot product of two vectors",
+        "dot product of two vectors (the engine evaluates hls4ml's Dot; the model check refuses Keras Dot, whose "
+        "automatic types hls4ml 1.3.0 cannot infer)",
         ("Dot",),
-        ("Dot",),
+        (),
         rtl="the RTL tracer follows single-chain models only; dot joins two branches",
     ),
     OpKind(

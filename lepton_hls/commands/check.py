@@ -27,7 +27,7 @@ def run(args) -> int:
 
     cfg = load_config(args.config) if args.config else None
     spec = resolve_model(args.model, args.weights)
-    report = check_model(spec.files)
+    report = check_model(spec.files, io_type=cfg.io_type if cfg is not None else "io_parallel")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
