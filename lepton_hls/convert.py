@@ -53,9 +53,13 @@ def base_hls_config(model, cfg: BuildConfig) -> dict:
     import hls4ml
 
     default = "fixed<16,6>" if cfg.default_precision == "auto" else cfg.default_precision
-    hcfg = hls4ml.utils.config_from_keras_model(
-        model, granularity="name", backend=cfg.backend, default_precision=default, default_reuse_factor=cfg.reuse_factor
-    )
+    try:
+        hcfg = hls4ml.utils.config_from_keras_model(
+            model, granularity="name", backend=cfg.backend, default_precision=default,
+            default_reuse_factor=cfg.reuse_factor,
+        )
+    except Exception as e:  # hls4ml raises bare Exceptions for layers and options it cannot parse
+        raise ConversionError(f"hls4ml could not read the model: {_last_line(e)}") from e
     hcfg["Model"]["Strategy"] = "Latency" if cfg.strategy == "distributed_arithmetic" else cfg.strategy
     layers = hcfg["LayerName"]
     input_names = [n for n in model.input_names] if hasattr(model, "input_names") else []
@@ -133,8 +137,12 @@ def _hls4ml_convert(model, hcfg: dict, cfg: BuildConfig, output_dir: str):
     try:
         return hls4ml.converters.convert_from_keras_model(model, **kwargs)
     except Exception as e:  # hls4ml raises bare Exceptions for unsupported layers and bad configs
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"hls4ml could not convert the model: {msg}") from e
+        raise ConversionError(f"hls4ml could not convert the model: {_last_line(e)}") from e
+
+
+def _last_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[-1] if text else type(e).__name__
 
 
 def fmt_of(precision) -> FixedFormat | None:

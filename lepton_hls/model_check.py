@@ -23,6 +23,7 @@ APPROXIMATE = ("softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "softsig
 ACTIVATION_QUANTIZERS = ("quantized_relu", "quantized_bits", "quantized_tanh", "quantized_sigmoid", "binary",
                          "ternary", "binary_tanh", "ternary_tanh")
 WEIGHT_QUANTIZERS = ("quantized_bits", "quantized_po2", "ternary")
+MERGE_CLASSES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate")
 RECURRENT = ("SimpleRNN", "LSTM", "GRU", "QSimpleRNN", "QLSTM", "QGRU")
 HINTS = {
     **{c: "recurrent layers are outside the fast engine, and hls4ml's LSTM C simulation does not compile with "
@@ -305,6 +306,9 @@ def check_model(files: ModelFiles, io_type: str = "io_parallel") -> CheckReport:
             chk.refusal = f"class {cls} is not supported" + (f" ({HINTS[cls]})" if cls in HINTS else "")
         else:
             reason = rule(cfg, chk)
+            n_in = len(_sources(layer))
+            if not reason and cls in MERGE_CLASSES and n_in != 2:
+                reason = f"{n_in} inputs (hls4ml merges exactly two tensors; chain two-input {cls} layers)"
             if reason:
                 chk.refusal = f"{cls} with {reason}"
             elif cls in opset.DROPPED_KERAS_CLASSES:

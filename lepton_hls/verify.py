@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lepton_host.errors import LeptonError
 from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import Verification, load_manifest
 
@@ -25,6 +27,17 @@ from .keras_io import ModelFiles, architecture_layers, layer_outputs, load_keras
 from .progress import Progress
 
 REPORT_PATH = "reports/verify.json"
+
+
+class VerifyArgumentError(LeptonError):
+    """A verification was asked for with an unusable setting (no samples)."""
+
+
+def check_samples(samples) -> int:
+    """At least one sample per input set: with none, no agreement can be measured."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise VerifyArgumentError(f"samples per input set must be a whole number of at least 1, got {samples!r}")
+    return int(samples)
 
 
 @dataclass
@@ -73,6 +86,7 @@ class VerifyReport:
 
 
 def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Progress | None = None) -> dict:
+    samples = check_samples(samples)
     progress = progress or Progress(enabled=False)
     root = Path(package_dir)
     with progress.step("load the package, its model and the input sets"):
@@ -168,6 +182,9 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
             "them unrounded: differences there come from input quantization, not from the accelerator"
         ),
     ).to_dict()
+    scratch = Path(traced.config.get_output_dir()).parent
+    if scratch.name.startswith("lepton-verify-"):  # the traced twin's project: nothing in it is kept
+        shutil.rmtree(scratch, ignore_errors=True)
     _record(root, manifest, report)
     return report
 
@@ -230,7 +247,8 @@ def _traced_model(model32, record: dict, root: Path, progress: Progress):
         calib = calibration_inputs(ModelSpec(files=None), tuple(model32.input_shape[1:]), cfg.profile_samples)
     hls_model, _ = convert(model32, cfg, str(tmp / "hls"), calibration=calib)
     for layer in hls_model.get_layers():
-        layer.set_attr("trace", True)
+        # io_stream's stream copies write no trace of their own; asking for one breaks hls4ml's trace reader
+        layer.set_attr("trace", layer.class_name != "Clone")
     hls_model.config.trace_output = True
     hls_model.write()
     patch_firmware(tmp / "hls")

@@ -150,7 +150,10 @@ def merge_branches():
     v = L.Average(name="avg")([a, b])
     mx = L.Maximum(name="max")([a, b])
     mn = L.Minimum(name="min")([a, b])
-    c = L.Concatenate(name="cat")([s, d, m, v, mx, mn])
+    c = L.Concatenate(name="cat1")([s, d])
+    c = L.Concatenate(name="cat2")([c, m])
+    c = L.Concatenate(name="cat3")([c, L.Concatenate(name="cat4")([v, mx])])
+    c = L.Concatenate(name="cat5")([c, mn])
     out = QDense(3, name="fc", **_q())(c)
     return tf.keras.Model(inp, out)
 
