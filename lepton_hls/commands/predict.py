@@ -3,7 +3,10 @@ emulator, and write or summarise the outputs."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+from lepton_host.errors import LeptonError
 
 BACKENDS = ("auto", "board", "emulated-board", "emulator")
 
@@ -29,24 +32,70 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+class PredictArgumentError(LeptonError):
+    """An option of `lepton-hls predict` is out of range, or its output cannot be written."""
+
+
+def check_options(args) -> None:
+    """Refuse option values the backends would misread (a zero or negative DMA timeout or batch) before any
+    package is opened."""
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise PredictArgumentError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.max_batch is not None and args.max_batch < 1:
+        raise PredictArgumentError(f"--max-batch must be at least 1 sample, got {args.max_batch}")
+    if args.output:
+        parent = Path(args.output).absolute().parent
+        if not parent.is_dir():
+            raise PredictArgumentError(
+                f"--output {args.output}: directory {parent} does not exist; create it or choose another path"
+            )
+
+
+def read_batch(path: Path):
+    """The .npy batch as a numeric array of at least one sample, every value finite (InputShapeError)."""
     import numpy as np
 
-    from lepton_host.backends import open_backend
     from lepton_host.errors import InputShapeError
 
-    path = Path(args.input)
     if not path.is_file():
         raise InputShapeError(f"input file {path} does not exist")
     try:
         x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise InputShapeError(f"{path} is not a numpy .npy array: {e}") from None
+    if not isinstance(x, np.ndarray):
+        raise InputShapeError(f"{path} holds several arrays (.npz); save the batch alone with numpy.save")
+    if x.dtype.kind not in "biuf":
+        raise InputShapeError(
+            f"{path} holds {x.dtype} values; the accelerator takes real numbers (save the batch as float64)"
+        )
+    if x.ndim == 0:
+        raise InputShapeError(f"{path} holds a single number, not a batch; save an array of shape (N, *input_shape)")
+    if len(x) == 0:
+        raise InputShapeError(f"{path} holds no samples (shape {x.shape}); save a batch of shape (N, *input_shape)")
+    bad = ~np.isfinite(np.asarray(x, dtype=np.float64).reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        first = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+        raise InputShapeError(
+            f"{path}: {len(rows)} of {len(x)} rows hold NaN or inf (rows {first}); the accelerator's fixed-point "
+            "input cannot represent them: drop or impute those rows first"
+        )
+    return x
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from lepton_host.backends import open_backend
+
+    check_options(args)
+    x = read_batch(Path(args.input))
     engine = args.engine or ("fast" if args.backend == "emulator" else "csim")
     load_kw = {}
     if args.backend in ("board", "emulated-board"):
         load_kw = {"timeout_s": args.timeout}
-        if args.max_batch:
+        if args.max_batch is not None:
             load_kw["max_batch"] = args.max_batch
     check_package_verified(args.package, args.allow_unverified, "predict")
     backend = open_backend(args.package, kind=args.backend, engine=engine, **load_kw)
@@ -55,7 +104,10 @@ def run(args) -> int:
     finally:
         backend.close()
     if args.output:
-        np.save(args.output, y)
+        try:
+            np.save(args.output, y)
+        except OSError as e:
+            raise PredictArgumentError(f"--output {args.output}: cannot write the outputs ({e.strerror or e})") from None
     manifest = getattr(backend, "manifest", None)
     summary = f"{len(y)} samples on {backend.name}: output {y.shape[1:]} float64"
     if manifest is not None and manifest.model.task == "classifier" and y.ndim == 2:

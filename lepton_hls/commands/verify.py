@@ -24,8 +24,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..progress import Progress, stdout_to_stderr
-    from ..verify import verify_package
+    from ..verify import VerifyArgumentError, verify_package
 
+    if args.samples < 1:
+        raise VerifyArgumentError(f"--samples must be at least 1 per input set, got {args.samples}")
     # Progress goes to stderr with or without --json: stdout holds only the result (one JSON object with --json).
     with stdout_to_stderr():
         report = verify_package(args.package, samples=args.samples, seed=args.seed, progress=Progress())
