@@ -171,6 +171,10 @@ def _build_into(model, out: Path, cfg: BuildConfig, weights, verify_samples: int
         from .engine_export import export_emulation
 
         export_emulation(hls_model, out)
+        from lepton_host.emulator import CsimEmulator
+        from lepton_host.selftest import write_golden
+
+        write_golden(out, CsimEmulator(out))  # the board's self-test vectors, from the reference C simulation
         model_dir = out / MODEL_DIR
         model_dir.mkdir(exist_ok=True)
         (model_dir / "model.json").write_text(spec.files.architecture_json)
@@ -381,7 +385,7 @@ def _manifest(spec: ModelSpec, hls_model, cfg: BuildConfig, conv: ConversionRepo
 
 def _artifact_paths(root: Path) -> list[Path]:
     paths = []
-    for sub in (MODEL_DIR, "emulation", "engine", HLS_DIR):
+    for sub in (MODEL_DIR, "emulation", "engine", HLS_DIR, "selftest"):
         for p in sorted((root / sub).rglob("*")):
             if p.is_file() and not _is_build_output(p):
                 paths.append(p.relative_to(root))

@@ -2,7 +2,8 @@
 
 The wrapper is rendered per package from `ip/hls/lepton_accel.{h,cpp}.tmpl` into `<package>/ip/`, using the
 core's C signature (read from the hls4ml project's `firmware/<project>.h`) and the wire formats of the
-package manifest. `build_csim` compiles it with plain g++, together with the C++ testbench in `sim/csim/`,
+package manifest; the wire format itself (lane widths, the output check word's CRC) is taken from
+`lepton_host.packing`, the one definition the host runtime uses too. `build_csim` compiles it with plain g++, together with the C++ testbench in `sim/csim/`,
 the package's hls4ml firmware and the `ap_types/` headers hls4ml ships, so the wrapper is checked without
 vendor tools.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from lepton_host import packing
 from lepton_host.errors import LeptonError
 from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import Manifest
@@ -26,7 +28,7 @@ CSIM_HEADER_DIR = TEMPLATE_DIR / "csim"
 TESTBENCH = REPO_ROOT / "sim" / "csim" / "tb_lepton_accel.cpp"
 
 ACCEL_NAME = "lepton_accel"
-WORD_BITS = 32
+WORD_BITS = packing.WORD_BITS
 
 
 class IpGenerationError(LeptonError):
@@ -39,12 +41,8 @@ class CsimBuildError(LeptonError):
 
 def lane_bits(width: int) -> int:
     """Lane width on the wire for a fixed-point format of `width` bits."""
-    if width <= 8:
-        return 8
-    if width <= 16:
-        return 16
-    if width <= 32:
-        return 32
+    if width <= packing.MAX_WIRE_WIDTH:
+        return packing.lane_bits_for_width(width)
     raise IpGenerationError(f"a {width}-bit value does not fit a 32-bit stream lane; narrow the precision to <= 32 bits")
 
 
@@ -181,8 +179,12 @@ class WrapperSpec:
         return -(-batch * self.n_in // per)
 
     def out_words(self, batch: int) -> int:
+        """Data words of a batch's output packet (the check word follows them)."""
         per = WORD_BITS // self.out_lane
         return -(-batch * self.n_out // per)
+
+    def out_packet_words(self, batch: int) -> int:
+        return self.out_words(batch) + packing.CHECK_WORDS
 
     def template_values(self) -> dict[str, str]:
         return {
@@ -203,6 +205,9 @@ class WrapperSpec:
             # FIFO depths inside the io_stream adapter: one sample's beats (an upper bound if K is unknown)
             "in_fifo_depth": str(self.n_in // self.in_beat if self.in_beat else self.n_in),
             "out_fifo_depth": str(self.n_out // self.out_beat if self.out_beat else self.n_out),
+            "crc_poly": f"0x{packing.CRC32_POLY_REFLECTED:08X}",
+            "crc_init": f"0x{packing.CRC32_INIT:08X}",
+            "crc_xorout": f"0x{packing.CRC32_XOROUT:08X}",
         }
 
 
@@ -318,12 +323,9 @@ def pack_words(raw, lane: int):
     """Raw integers (sample-major) -> 32-bit stream words, by the wire rules of docs/package-layout.md."""
     import numpy as np
 
-    per = WORD_BITS // lane
-    flat = np.asarray(raw, dtype=np.int64).reshape(-1) & ((1 << lane) - 1)
-    padded = np.zeros(-(-flat.size // per) * per, dtype=np.uint64)
-    padded[: flat.size] = flat.astype(np.uint64)
-    shifts = (np.arange(per, dtype=np.uint64) * np.uint64(lane))[None, :]
-    return (padded.reshape(-1, per) << shifts).sum(axis=1).astype(np.uint32)
+    # Lane-wide two's complement carries any raw value of a format no wider than the lane, signed or not.
+    raw = np.asarray(raw, dtype=np.int64) & ((1 << lane) - 1)
+    return packing.pack(raw, FixedFormat(lane, lane, signed=False))
 
 
 @dataclass

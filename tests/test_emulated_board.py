@@ -17,7 +17,7 @@ from tiny_package import build_tiny_package  # noqa: E402
 from lepton_host.emulator import CsimEmulator  # noqa: E402
 from lepton_host.errors import InputShapeError  # noqa: E402
 from lepton_host.manifest import load_manifest  # noqa: E402
-from lepton_host.packing import pack, unpack, words_for  # noqa: E402
+from lepton_host.packing import check_word, pack, packet_words, unpack, words_for  # noqa: E402
 from lepton_host.runtime import (  # noqa: E402
     Accelerator,
     CorruptOutputError,
@@ -86,7 +86,7 @@ def test_unmodified_pynq_overlay_dma_and_allocate_round_trip(tiny, dev, tmp_path
     x = inputs(3)
     words = pack(m.input.format.quantize(x), m.input.format)
     ib = pynq.allocate(words.shape, np.uint32)
-    ob = pynq.allocate((words_for(3 * 5, m.output.format),), np.uint32)
+    ob = pynq.allocate((packet_words(3 * 5, m.output.format),), np.uint32)  # data words + check word
     ib[:] = words
     dma.recvchannel.transfer(ob)
     dma.sendchannel.transfer(ib)
@@ -94,6 +94,7 @@ def test_unmodified_pynq_overlay_dma_and_allocate_round_trip(tiny, dev, tmp_path
     dma.recvchannel.wait()
     assert dma.recvchannel.transferred == ob.nbytes
     got = m.output.format.to_float(unpack(ob, m.output.format, 15)).reshape(3, 5)
+    assert int(ob[-1]) == check_word(ob[:-1])
     np.testing.assert_array_equal(got, reference(x))
 
 
@@ -231,7 +232,7 @@ def test_transfers_are_sized_to_the_batch(tiny, dev):
         acc.predict(inputs(n))
         sent = {ch: nbytes for ch, _, nbytes in dma.transfers}
         assert sent["mm2s"] == 4 * words_for(n * 16, m.input.format)
-        assert sent["s2mm"] == 4 * words_for(n * 5, m.output.format)
+        assert sent["s2mm"] == 4 * packet_words(n * 5, m.output.format)
     dma.transfers.clear()
     acc.predict(inputs(40))  # larger than the buffers: 16 + 16 + 8 samples
     sent = [b for ch, _, b in dma.transfers if ch == "mm2s"]

@@ -8,6 +8,7 @@ in 32-bit lanes (the jet-tagger shape)."""
 from __future__ import annotations
 
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +150,11 @@ def test_wrapper_is_bit_identical_to_hls4ml_csim(built, batch_sizes, tmp_path):
     assert "wrapper == core" in proc.stdout
     assert len(outs) == len(batch_sizes)
     for raw, words, n in zip(raws, outs, batch_sizes):
-        # Word count and TLAST: exactly ceil(n * n_out / lanes-per-word) words, TLAST only on the last.
-        assert len(words) == spec.out_words(n)
+        # Word count and TLAST: ceil(n * n_out / lanes-per-word) data words and the check word, TLAST only on it.
+        assert len(words) == spec.out_words(n) + 1 == spec.out_packet_words(n)
         assert [last for _, last in words] == [0] * (len(words) - 1) + [1]
+        data = np.array([w for w, _ in words[:-1]], dtype="<u4")
+        assert words[-1][0] == zlib.crc32(data.tobytes())  # the check word, as the host recomputes it
         got = reference_unpack([w for w, _ in words], n * spec.n_out, spec.out_lane, spec.out_format)
         shape = CASES[spec_name(hls_model)][0]
         want = hls_model.predict(np.ascontiguousarray(spec.in_format.to_float(raw).reshape(n, *shape)))
@@ -189,7 +192,7 @@ def test_a_batch_cut_inside_a_sample_still_closes_the_output_packet(built, tmp_p
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"end inside sample {samples - 1}" in proc.stdout
     assert len(outs) == 2
-    assert [last for _, last in outs[0]] == [0] * (spec.out_words(samples) - 1) + [1]
+    assert [last for _, last in outs[0]] == [0] * spec.out_words(samples) + [1]
     # The batch after the cut one is intact: same words as when it is sent alone.
     _, alone = run_tb(exe, [whole], tmp_path)
     assert outs[1] == alone[0]
@@ -268,6 +271,7 @@ def test_host_packer_wrapper_and_host_unpacker_agree_with_hls4ml(built, tmp_path
     proc, outs = run_tb(exe, [packing.pack(raw_in, spec.in_format).tolist()], tmp_path)
     assert proc.returncode == 0, proc.stderr
     words = np.array([w for w, _ in outs[0]], dtype=np.uint32)
-    got = packing.unpack(words, spec.out_format, n * spec.n_out).reshape(n, spec.n_out)
+    assert int(words[-1]) == packing.check_word(words[:-1])
+    got = packing.unpack(words[:-1], spec.out_format, n * spec.n_out).reshape(n, spec.n_out)
     want = hls_model.predict(np.ascontiguousarray(x.reshape(n, *shape)))
     np.testing.assert_array_equal(got, spec.out_format.quantize(np.asarray(want, dtype=np.float64).reshape(n, spec.n_out)))

@@ -3,7 +3,7 @@ pynq library driving a bit-exact model), and the emulator alone (no pynq at all)
 
     backend = open_backend("packages/jet_tagger", kind="auto")
     y = backend.predict(x)          # raw features -> float64 outputs, a fresh array every call
-    backend.health(); backend.close()
+    backend.health(); backend.self_test(); backend.close()
 
 `auto` takes the real board when pynq finds one, else the emulator.
 """
@@ -18,6 +18,7 @@ import numpy as np
 from .backend import Backend, Health
 from .errors import EmulationError, InputShapeError, LeptonError
 from .manifest import load_manifest
+from .selftest import SelfTestResult, golden_vectors, run_self_test
 
 KINDS = ("auto", "board", "emulated-board", "emulator")
 
@@ -46,6 +47,12 @@ class EmulatorBackend:
     def health(self) -> Health:
         return Health(ok=True, detail=f"{self.manifest.model.name} emulated on the host CPU", device=self.name)
 
+    def self_test(self) -> SelfTestResult:
+        """The package's golden vectors through this emulator, bit for bit (see selftest.py)."""
+        vectors = golden_vectors(self.package_dir, self.manifest)
+        with self._lock:
+            return run_self_test(self.emulator.predict_raw, vectors, f"{self.manifest.model.name} on {self.name}")
+
     def close(self) -> None:
         pass
 
@@ -71,6 +78,11 @@ class BoardBackend:
         except LeptonError as e:
             ok, detail = False, str(e)
         return Health(ok=ok, detail=detail, device=str(getattr(self.accelerator.device, "name", self.name)))
+
+    def self_test(self) -> SelfTestResult:
+        """The package's golden vectors through the board, bit for bit (see selftest.py)."""
+        with self._lock:
+            return self.accelerator.self_test()
 
     def close(self) -> None:
         with self._lock:

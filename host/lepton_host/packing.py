@@ -3,11 +3,17 @@ defines them.
 
 A value of a `w`-bit format travels in a lane of L = 8, 16 or 32 bits (the smallest that holds `w`),
 sign-extended (signed formats) or zero-extended (unsigned); lanes are packed little-endian, sample-major, with
-no gap between samples, and the last word is zero-padded. Everything here is one or two numpy passes
-(`astype`/`copyto` plus a `view`): it runs on the board's ARM core for every request.
+no gap between samples, and the last word is zero-padded. An output packet ends with one check word: the
+CRC-32 of its data words (`check_word`). Everything here is one or two numpy passes (`astype`/`copyto` plus a
+`view`): it runs on the board's ARM core for every request.
+
+This module is the single definition of the wire format: the IP generator (lepton_hls.ip_wrapper) takes its
+lane widths and CRC parameters from here.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -17,6 +23,14 @@ from .fixedpoint import FixedFormat
 WORD_BITS = 32
 WORD_DTYPE = np.dtype("<u4")
 MAX_WIRE_WIDTH = 32
+
+# The output check word: CRC-32 of IEEE 802.3 (zlib.crc32) over the packet's data words as little-endian bytes,
+# i.e. each 32-bit word fed least significant bit first. The fabric computes it bit-serially with these
+# constants (reflected polynomial, all-ones initial value and final XOR).
+CHECK_WORDS = 1
+CRC32_POLY_REFLECTED = 0xEDB88320
+CRC32_INIT = 0xFFFFFFFF
+CRC32_XOROUT = 0xFFFFFFFF
 
 _SIGNED = {8: np.dtype("<i1"), 16: np.dtype("<i2"), 32: np.dtype("<i4")}
 _UNSIGNED = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
@@ -29,7 +43,12 @@ def lane_bits(fmt: FixedFormat) -> int:
             f"{fmt} is {fmt.width} bits wide; the stream carries at most {MAX_WIRE_WIDTH}-bit values. "
             "Narrow the layer's output precision in the hls4ml config"
         )
-    return 8 if fmt.width <= 8 else 16 if fmt.width <= 16 else 32
+    return lane_bits_for_width(fmt.width)
+
+
+def lane_bits_for_width(width: int) -> int:
+    """The lane width for a `width`-bit value (callers check `width <= MAX_WIRE_WIDTH`)."""
+    return 8 if width <= 8 else 16 if width <= 16 else 32
 
 
 def lane_dtype(fmt: FixedFormat) -> np.dtype:
@@ -45,6 +64,24 @@ def words_for(n_values: int, fmt: FixedFormat) -> int:
     """Stream words that carry `n_values` values of `fmt` (the last word zero-padded)."""
     per = lanes_per_word(fmt)
     return -(-int(n_values) // per)
+
+
+def packet_words(n_values: int, fmt: FixedFormat) -> int:
+    """Words of an output packet carrying `n_values` values: the data words and the check word."""
+    return words_for(n_values, fmt) + CHECK_WORDS
+
+
+def check_word(data_words: np.ndarray) -> int:
+    """The CRC-32 that follows `data_words` (uint32) on the wire."""
+    return zlib.crc32(np.ascontiguousarray(data_words, dtype=WORD_DTYPE)) & 0xFFFFFFFF
+
+
+def with_check_word(data_words: np.ndarray) -> np.ndarray:
+    """An output packet: `data_words` followed by their check word."""
+    out = np.empty(np.size(data_words) + CHECK_WORDS, dtype=WORD_DTYPE)
+    out[:-1] = data_words
+    out[-1] = check_word(out[:-1])
+    return out
 
 
 def pack_into(words: np.ndarray, raw, fmt: FixedFormat) -> int:

@@ -23,7 +23,8 @@ import numpy as np
 
 from .errors import InputShapeError, LeptonError, ManifestError
 from .manifest import Manifest, load_manifest
-from .packing import LaneDequantizer, LaneQuantizer, lane_bits, words_for
+from .packing import CHECK_WORDS, LaneDequantizer, LaneQuantizer, check_word, lane_bits, pack_into, words_for
+from .selftest import SelfTestResult, golden_vectors, run_self_test
 
 # AXI DMA simple-mode registers, as uint32 word indices (PG021).
 _MM2S_CR, _MM2S_SR, _MM2S_SA, _MM2S_SA_MSB, _MM2S_LEN = 0, 1, 6, 7, 10
@@ -49,6 +50,11 @@ class ShortTransferError(DeviceError):
 
 class CorruptOutputError(DeviceError):
     """Output words break the wire format (a lane's spare bits or the padding are not what the format allows)."""
+
+
+class IntegrityError(CorruptOutputError):
+    """The output packet's check word (CRC-32 of its data words) does not match: bits flipped between the
+    accelerator and memory. The batch is never returned."""
 
 
 class DmaError(DeviceError):
@@ -90,7 +96,7 @@ class _Slot:
 
     def __init__(self, alloc, in_words: int, out_words: int, in_lane, out_lane):
         self.inp = alloc((in_words,), np.uint32)
-        self.out = alloc((out_words,), np.uint32)
+        self.out = alloc((out_words + CHECK_WORDS,), np.uint32)
         self.in_addr = int(self.inp.physical_address)
         self.out_addr = int(self.out.physical_address)
         self.in_np = self.inp.view(np.ndarray)  # plain ndarray views: no subclass overhead per element op
@@ -99,7 +105,7 @@ class _Slot:
         self.out_lanes = self.out_np.view(out_lane)
         self.n = 0
         self.in_words = 0
-        self.out_words = 0
+        self.out_words = 0  # data words of the output packet; the check word follows them
 
 
 class Accelerator:
@@ -235,6 +241,39 @@ class Accelerator:
 
     __call__ = predict
 
+    def predict_raw(self, raw, timeout: float | None = None) -> np.ndarray:
+        """Raw input values (N, *input_shape) of the input format -> raw outputs (int64, N, *output_shape):
+        no preprocessing, no quantization, so a caller can compare the device with known vectors bit for bit."""
+        fmt = self.manifest.input.format
+        raw = np.asarray(raw, dtype=np.int64)
+        if raw.ndim != len(self.in_shape) + 1 or raw.shape[1:] != self.in_shape:
+            raise InputShapeError(
+                f"{self.manifest.model.name} takes raw batches of shape (N, *{self.in_shape}); got {raw.shape}"
+            )
+        if raw.size and (raw.min() < fmt.raw_min or raw.max() > fmt.raw_max):
+            raise InputShapeError(f"raw inputs outside the range of {fmt} ({fmt.raw_min}..{fmt.raw_max})")
+        n = len(raw)
+        out = np.empty((n, self.out_size), dtype=np.float64)
+        if self._needs_reset:
+            self._reset_dma()
+        timeout = self.timeout_s if timeout is None else float(timeout)
+        slot = self._slots[0]
+        for lo in range(0, n, self.max_batch):
+            chunk = raw[lo : lo + self.max_batch].reshape(-1, self.in_size)
+            slot.n = len(chunk)
+            slot.in_words = pack_into(slot.in_np, chunk, fmt)
+            slot.out_words = words_for(slot.n * self.out_size, self.manifest.output.format)
+            slot.inp.flush()
+            self._start(slot)
+            self._finish(slot, out[lo : lo + slot.n].reshape(-1), timeout)
+        # Exact: every raw value of a <= 32-bit format is a float64 times a power of two.
+        return self.manifest.output.format.quantize(out).reshape((n,) + self.out_shape)
+
+    def self_test(self) -> SelfTestResult:
+        """Run the package's golden vectors through the board, bit for bit (see selftest.py)."""
+        where = f"{self.manifest.model.name} on {getattr(self.device, 'name', self.device)}"
+        return run_self_test(self.predict_raw, golden_vectors(self.package_dir, self.manifest), where)
+
     def _fill(self, slot: _Slot, x2: np.ndarray) -> None:
         if not self._identity:
             x2 = (x2 - self._mean) * self._inv_scale
@@ -247,7 +286,7 @@ class Accelerator:
         r = self._regs
         # Receive side first, so the output packet always has a place to land.
         r[_S2MM_DA] = slot.out_addr
-        r[_S2MM_LEN] = slot.out_words * 4
+        r[_S2MM_LEN] = (slot.out_words + CHECK_WORDS) * 4
         r[_MM2S_SA] = slot.in_addr
         r[_MM2S_LEN] = slot.in_words * 4
 
@@ -267,20 +306,36 @@ class Accelerator:
                     self._fail()
                     raise DeviceTimeoutError(
                         f"{self.manifest.model.name}: DMA receive did not complete within {timeout:g} s "
-                        f"({slot.n} samples, {slot.out_words * 4} bytes expected; S2MM_DMASR=0x{sr:08x}). The "
+                        f"({slot.n} samples, {(slot.out_words + CHECK_WORDS) * 4} bytes expected; "
+                        f"S2MM_DMASR=0x{sr:08x}). The "
                         "accelerator hung or is too slow; the DMA was reset. Check that the IP asserts TLAST "
                         "and that the bitstream matches the package"
                     )
         if sr & _SR_ERRORS or sr == _ALL_ONES:
             self._raise_status(sr, "S2MM")
         got = int(r[_S2MM_LEN])
-        if got != slot.out_words * 4:
+        want = (slot.out_words + CHECK_WORDS) * 4
+        if got != want:
             self._fail()
+            hint = (
+                "the bitstream predates the output check word: rebuild the overlay with this lepton-hls"
+                if got == slot.out_words * 4
+                else "TLAST came early"
+            )
             raise ShortTransferError(
                 f"{self.manifest.model.name}: accelerator returned {got} bytes for {slot.n} samples, expected "
-                f"{slot.out_words * 4} (TLAST came early); the DMA was reset"
+                f"{want} ({hint}); the DMA was reset"
             )
         slot.out.invalidate()
+        sent = int(slot.out_np[slot.out_words])
+        crc = check_word(slot.out_np[: slot.out_words])
+        if sent != crc:
+            self._fail()
+            raise IntegrityError(
+                f"{self.manifest.model.name}: output check word 0x{sent:08x} != CRC-32 0x{crc:08x} of the "
+                f"{slot.out_words} data words ({slot.n} samples): bits flipped between the accelerator and memory "
+                "(marginal timing or a bad interconnect); the batch was discarded and the DMA reset"
+            )
         if not self._dq.from_lanes(out_flat, slot.out_np, slot.out_lanes, slot.n * self.out_size):
             self._fail()
             raise CorruptOutputError(

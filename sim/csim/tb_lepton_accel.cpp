@@ -6,9 +6,11 @@
 // testbench raises TLAST on each batch's last word. Every batch goes through the wrapper once; the words
 // it returns are written to OUT_WORDS as "batch W" then "word last" lines, for the caller to compare with
 // the model. The testbench itself checks, per batch, that:
-//   - the output equals the core (lepton_core) run sample by sample on the same lanes and packed by the
-//     wire rules, bit for bit;
-//   - TLAST is set on the last output word and on no other;
+//   - the output's data words equal the core (lepton_core) run sample by sample on the same lanes and packed
+//     by the wire rules, bit for bit;
+//   - one check word follows them: the CRC-32 (zlib.crc32) of the data words as little-endian bytes, computed
+//     here independently of the wrapper (byte-wise, from a table);
+//   - TLAST is set on the last output word (the check word) and on no other;
 //   - the wrapper consumed exactly the batch's words and left nothing behind in either stream.
 // Exit status 0 when every check holds, 1 otherwise (each failure is printed).
 #include <cstdio>
@@ -37,6 +39,25 @@ unsigned long lane_of(const std::vector<unsigned long> &words, unsigned long k, 
     unsigned long word = words[k / per_word];
     unsigned long shifted = word >> ((k % per_word) * lane_bits);
     return lane_bits == 32 ? (shifted & 0xffffffffUL) : (shifted & ((1UL << lane_bits) - 1));
+}
+
+// zlib.crc32 of the words' little-endian bytes, the textbook byte-at-a-time way.
+unsigned long crc32_of(const std::vector<unsigned long> &words, size_t count) {
+    static unsigned long table[256];
+    static bool ready = false;
+    if (!ready) {
+        for (unsigned long n = 0; n < 256; n++) {
+            unsigned long c = n;
+            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xedb88320UL ^ (c >> 1) : c >> 1;
+            table[n] = c;
+        }
+        ready = true;
+    }
+    unsigned long crc = 0xffffffffUL;
+    for (size_t i = 0; i < count; i++)
+        for (int byte = 0; byte < 4; byte++)
+            crc = table[(crc ^ (words[i] >> (8 * byte))) & 0xff] ^ (crc >> 8);
+    return crc ^ 0xffffffffUL;
 }
 
 std::vector<unsigned long> expected_words(const std::vector<unsigned long> &in_words, unsigned long samples) {
@@ -119,9 +140,15 @@ int main(int argc, char **argv) {
         }
         if (!s_in.empty()) fail(batch, "the wrapper left input words unread");
         std::vector<unsigned long> want = expected_words(words, samples);
-        if (got.size() != want.size()) {
+        if (got.size() != want.size() + LEPTON_CHECK_WORDS) {
             std::ostringstream m;
-            m << "expected " << want.size() << " output words, got " << got.size();
+            m << "expected " << want.size() << " data words and " << LEPTON_CHECK_WORDS << " check word, got "
+              << got.size() << " words";
+            fail(batch, m.str());
+        } else if (got.back() != crc32_of(got, want.size())) {
+            std::ostringstream m;
+            m << "check word is 0x" << std::hex << got.back() << ", the CRC-32 of the data words is 0x"
+              << crc32_of(got, want.size());
             fail(batch, m.str());
         }
         for (size_t i = 0; i < got.size() && i < want.size(); i++) {
@@ -146,6 +173,6 @@ int main(int argc, char **argv) {
         batch++;
     }
     std::cout << "checked " << batch << " batches, " << total_samples << " samples: "
-              << (failures ? "FAILED" : "wrapper == core, TLAST on the last word") << std::endl;
+              << (failures ? "FAILED" : "wrapper == core, check word == CRC-32, TLAST on the last word") << std::endl;
     return failures ? 1 : 0;
 }

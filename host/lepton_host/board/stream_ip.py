@@ -1,6 +1,8 @@
 """The accelerator behind the emulated DMA: stream words in, bit-exact model, stream words out.
 
-`packed` speaks the wire format of docs/package-layout.md; `float32` speaks what hls4ml's `myproject_axi`
+`packed` speaks the wire format of docs/package-layout.md, check word included (computed here, in the
+"fabric", over the words sent, so that corruption the board injects afterwards is what the host must catch);
+`float32` speaks what hls4ml's `myproject_axi`
 speaks (one float32 word per value, converted to the input `ap_fixed` type on entry and back on exit).
 The arithmetic is delegated to any object with `predict_raw(raw int64 (N, *in_shape)) -> raw int64
 (N, *out_shape)`: the C simulation, the fast engine, or an RTL emulator.
@@ -67,4 +69,4 @@ class StreamIP:
         raw_out = self.out_format.overflow(raw_out.reshape(n, self.out_size))
         if self.stream == "float32":
             return self.out_format.to_float(raw_out).astype(np.float32).reshape(-1).view(np.uint32)
-        return packing.pack(raw_out, self.out_format)
+        return packing.with_check_word(packing.pack(raw_out, self.out_format))
