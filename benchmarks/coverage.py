@@ -1,7 +1,7 @@
 """Layer coverage: every layer kind of lepton_host.opset through check, build, verify, the fast engine and the RTL
 tracer, with the default configuration, on the tiny models of lepton_hls/zoo/layer_models.py.
 
-    python benchmarks/coverage.py [--models NAME ...] [--samples 2000]
+    python benchmarks/coverage.py [--models NAME ...] [--samples 2000] [--backends Vivado] [--io-types io_stream]
 
 Prints one row per model (check time, build+verify time, verdict, identical rows, agreement, engine == C
 simulation, RTL tracer), one row per layer kind (aggregated over the models that contain it), and hls4ml
@@ -121,11 +121,22 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", help="layer model names (default: all)")
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--out", default=str(ROOT / "out" / "coverage"))
+    ap.add_argument("--backends", nargs="*", default=[], help="also build every model for these hls4ml backends")
+    ap.add_argument("--io-types", nargs="*", default=[], help="also build every model with these io types")
     args = ap.parse_args()
+
+    import dataclasses
 
     from lepton_hls.zoo.layer_models import MODELS, get
 
     models = [get(n) for n in args.models] if args.models else list(MODELS)
+    variants = [{"backend": b} for b in args.backends] + [{"io_type": t} for t in args.io_types]
+    models += [
+        dataclasses.replace(lm, name=f"{lm.name}@{'+'.join(v.values())}", config={**lm.config, **v})
+        for v in variants
+        for lm in list(models)
+        if not set(v.items()) <= set(lm.config.items())
+    ]
     rows = []
     for lm in models:
         row = run_model(lm, Path(args.out), args.samples)
