@@ -308,7 +308,10 @@ def build_csim(ip: IpSources, hls_dir: str | Path, exe: str | Path, project_name
         cmd += ["-fsyntax-only", str(ip.source)]
     else:
         cmd += [str(ip.testbench), str(ip.source), str(firmware / f"{project_name}.cpp"), "-o", str(exe)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise CsimBuildError("g++ did not finish building the wrapper's C simulation within 600 s") from None
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise CsimBuildError(f"g++ failed to build the wrapper's C simulation ({' '.join(cmd[:3])} ...):\n{tail}")
@@ -360,7 +363,10 @@ def check_csim(spec: WrapperSpec, ip: IpSources, hls_dir: str | Path, work_dir: 
         lines.extend(f"{int(w):08x}" for w in words)
     src, dst = work / "in_words.txt", work / "out_words.txt"
     src.write_text("\n".join(lines) + "\n")
-    proc = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise CsimMismatchError(f"the stream wrapper's C simulation {exe} did not finish within 600 s") from None
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     if proc.returncode != 0:
         detail = "\n  ".join(proc.stderr.strip().splitlines()[:8])
