@@ -262,6 +262,8 @@ def write_overlay_project(package_dir: str | Path, board: str, max_batch: int = 
     # A stale bitstream from another board or batch size must not stay listed next to new scripts.
     for rel in [r for r in manifest.artifacts if r.startswith("overlay/")]:
         del manifest.artifacts[rel]
+        if rel.endswith((".bit", ".hwh")):  # unlisted, the runtime would refuse the package; stale, it must go
+            (pkg / rel).unlink(missing_ok=True)
     manifest.add_artifacts(pkg, [*ip.files, hls_script, vivado_script])
     manifest.reports["overlay"] = plan.to_dict()
     manifest.save(pkg)

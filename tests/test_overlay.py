@@ -47,13 +47,16 @@ def write_package(root: Path) -> Path:
         part="xc7z020clg400-1", clock_period=10,
     )  # fmt: skip
     hls_model.write()
-    Manifest(
+    m = Manifest(
         model=ModelInfo(name="jetlike", source="test", sha256="0" * 64),
         inputs=[TensorSpec("x", (N_IN,), FixedFormat.parse(IN_FMT))],
         outputs=[TensorSpec("out", (N_OUT,), FixedFormat.parse(OUT_FMT))],
         hls=HlsInfo(backend="Vitis", board=None, part="xc7z020clg400-1", clock_ns=10.0, io_type="io_parallel",
                     strategy="Latency", reuse_factor=1),
-    ).save(pkg)  # fmt: skip
+    )  # fmt: skip
+    # the weight files the C simulation reads are listed, as `lepton-hls build` lists them
+    m.add_artifacts(pkg, [p.relative_to(pkg) for p in (pkg / "hls/firmware/weights").rglob("*") if p.is_file()])
+    m.save(pkg)
     return pkg
 
 

@@ -26,6 +26,9 @@ from .fixedpoint import FixedFormat
 from .manifest import TensorSpec, load_manifest
 
 CSIM_LIB = Path("emulation") / "csim.so"
+# What the C simulation loads: its library (and anything beside it: it looks for emulation/weights first) and the
+# weight text files it reads at its first call.
+CSIM_FILES = (f"{CSIM_LIB.parent.as_posix()}/", "hls/firmware/weights/")
 ENGINE_DIR = Path("engine")
 GRAPH_NAME = "graph.json"
 ENGINES = ("fast", "csim", "rtl")
@@ -91,7 +94,7 @@ class CsimEmulator(Emulator):
 
     def __init__(self, package_dir: str | os.PathLike, project_name: str | None = None):
         root = Path(package_dir)
-        self.input, self.output = read_ports(root, verify=(CSIM_LIB.as_posix(),))
+        self.input, self.output = read_ports(root, verify=CSIM_FILES)
         lib_path = root / CSIM_LIB
         if not lib_path.is_file():
             raise EmulationError(f"{root}: {CSIM_LIB} is missing; rebuild the package with `lepton-hls build`")
@@ -139,7 +142,7 @@ class FastEmulator(Emulator):
         from .engine import Engine
 
         root = Path(package_dir)
-        self.input, self.output = read_ports(root, verify=(ENGINE_DIR.as_posix(),))
+        self.input, self.output = read_ports(root, verify=(f"{ENGINE_DIR.as_posix()}/",))
         self.engine = Engine.load(root / ENGINE_DIR)
 
     def predict(self, x) -> np.ndarray:

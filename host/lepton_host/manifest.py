@@ -24,6 +24,15 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TASKS = ("classifier", "autoencoder", "regressor")
 
+# What the emulators, the board and the gateway load from a package: the C simulation and the weight files it
+# reads (it looks in emulation/weights first, then hls/firmware/weights), the fast engine, the bitstream and its
+# .hwh, the routing policy and the golden vectors. Every file there must be listed in `artifacts` and match its
+# sha256; a file there that the manifest does not list was put in after the build and would be loaded
+# unchecked, so it is refused. A trailing "/" is a folder (all files below it); otherwise a glob.
+LOADED = ("emulation/", "engine/", "hls/firmware/weights/", "overlay/*.bit", "overlay/*.hwh", "serving.json",
+          "selftest/")
+POLICY_NAME = "serving.json"
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -363,19 +372,28 @@ class Manifest:
             self.artifacts[rel.as_posix()] = sha256_file(root / rel)
 
     def verify_artifacts(self, package_dir: str | os.PathLike, only=None) -> None:
-        """Raise ChecksumError naming the first artifact that is missing or altered."""
+        """Raise ChecksumError naming the first artifact that is missing or altered, or the first file in a
+        loaded place (LOADED) that the manifest does not list. `only`: relative paths (a trailing "/" for a
+        folder) to which both checks are limited."""
         root = Path(package_dir)
+        unlisted = unlisted_files(self, root, only)
+        if unlisted:
+            rel = unlisted[0]
+            raise ChecksumError(
+                f"package {root}: {rel} is not listed in its manifest, so it was put there after the build and "
+                f"would be loaded unchecked; {_fix(root, rel, unlisted=True)}"
+            )
         for rel, expected in sorted(self.artifacts.items()):
-            if only is not None and not any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in only):
+            if only is not None and not _within(rel, only):
                 continue
             path = root / rel
             if not path.is_file():
-                raise ChecksumError(f"package {root}: artifact {rel} is missing")
+                raise ChecksumError(f"package {root}: artifact {rel} is missing; {_fix(root, rel)}")
             actual = sha256_file(path)
             if actual != expected:
                 raise ChecksumError(
                     f"package {root}: sha256 mismatch for {rel} (manifest {expected[:12]}..., file {actual[:12]}...); "
-                    "the file was altered or corrupted: rebuild the package"
+                    f"the file was altered or corrupted: {_fix(root, rel)}"
                 )
 
     @property
@@ -404,6 +422,38 @@ def load_manifest(package_dir: str | os.PathLike, verify: bool = True, only=None
     if verify:
         manifest.verify_artifacts(root, only=only)
     return manifest
+
+
+def unlisted_files(manifest: Manifest, package_dir: str | os.PathLike, only=None) -> list[str]:
+    """Files in the package's loaded places (LOADED) that its manifest does not list, as sorted relative paths;
+    with `only`, just those under the given relative paths."""
+    root = Path(package_dir)
+    found = set()
+    for place in LOADED:
+        if place.endswith("/"):
+            folder = root / place
+            paths = folder.rglob("*") if folder.is_dir() else ()
+        else:
+            paths = root.glob(place)
+        for p in paths:
+            if p.is_file() or p.is_symlink():
+                rel = p.relative_to(root).as_posix()
+                if rel not in manifest.artifacts and (only is None or _within(rel, only)):
+                    found.add(rel)
+    return sorted(found)
+
+
+def _within(rel: str, only) -> bool:
+    return any(rel == o or rel.startswith(o.rstrip("/") + "/") for o in only)
+
+
+def _fix(root: Path, rel: str, unlisted: bool = False) -> str:
+    """What to do about an unlisted, missing or altered file."""
+    if rel == POLICY_NAME:
+        return (f"install the routing policy with `lepton-hls serving-policy {root} POLICY.json`, which records it"
+                + (", or remove it" if unlisted else ""))
+    return ("remove it, or rebuild the package with `lepton-hls build`" if unlisted
+            else "rebuild the package with `lepton-hls build`")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
