@@ -48,6 +48,20 @@ def register(subparsers) -> None:
     c.add_argument("--breaker-reset-s", type=float, default=5.0)
     c.add_argument("--hedge-percentile", type=float, default=None, help="e.g. 95: hedge slow cloud requests")
     c.add_argument("--cloud-json", action="store_true", help="send JSON instead of binary tensors to the cloud")
+    h = p.add_argument_group("edge health, audit and faults")
+    h.add_argument("--health-interval-ms", type=float, default=500,
+                   help="how often the board is probed, and a board out of service reset and self-tested")
+    h.add_argument("--probe-failures", type=int, default=3,
+                   help="consecutive failed health probes before the edge is taken out (one failed batch is enough)")
+    h.add_argument("--audit-fraction", type=float, default=0.01,
+                   help="share of edge answers re-computed on the package's bit-exact emulator off the request "
+                   "path (0..1; every answer for --audit-window-s after the edge comes back); a mismatch takes "
+                   "the edge out")
+    h.add_argument("--audit-window-s", type=float, default=10.0)
+    h.add_argument("--fault", action="append", default=[], metavar="KIND[:key=value,...]@START[-END]",
+                   help="emulated board only: inject a fault START seconds after serving starts and clear it at "
+                   "END (hang, short:keep_fraction=F, corrupt:mask=0x80008000,every=N, slow:delay_s=S, missing); "
+                   "repeatable")
     p.add_argument("--token", default=None, help=f"bearer token (prefer the {TOKEN_ENV} environment variable)")
     p.add_argument("--allow-unverified", action="store_true",
                    help="serve a package whose fidelity check failed (a warning is printed)")
@@ -61,10 +75,18 @@ def build_gateway(args):
     from lepton_hls.serving.batcher import BatcherConfig
     from lepton_hls.serving.breaker import BreakerConfig
     from lepton_hls.serving.cloud_client import CloudConfig
+    from lepton_hls.serving.audit import AuditConfig
     from lepton_hls.serving.edge import open_edge_backend
+    from lepton_hls.serving.edge_monitor import MonitorConfig
+    from lepton_hls.serving.fault_schedule import parse_schedule
     from lepton_hls.serving.gateway import GatewayConfig, create_gateway
     from lepton_hls.serving.routing import RoutingPolicy
 
+    faults = parse_schedule(getattr(args, "fault", None))  # before loading anything: a bad spec is one line
+    if faults and args.board != "emulated-board":
+        from lepton_hls.serving.fault_schedule import FaultSpecError
+
+        raise FaultSpecError("--fault needs --board emulated-board (faults are injected into the emulated board)")
     manifest = load_manifest(args.package)
     from .predict import check_package_verified
 
@@ -85,15 +107,24 @@ def build_gateway(args):
         )
     from lepton_hls import __version__
 
+    interval_s = getattr(args, "health_interval_ms", 500) / 1e3
     config = GatewayConfig(
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
                               max_queue_size=args.max_queue, compute_timeout_s=args.edge_timeout_ms / 1e3,
                               inline_max_s=args.inline_max_ms / 1e3),
         policy=policy, cloud=cloud, request_timeout_s=args.timeout_ms / 1e3,
+        health_interval_s=interval_s, package_dir=str(args.package),
+        monitor=MonitorConfig(probe_failures=getattr(args, "probe_failures", 3), probe_timeout_s=max(interval_s, 0.2)),
+        audit=AuditConfig(fraction=getattr(args, "audit_fraction", 0.01), window_s=getattr(args, "audit_window_s", 10.0))
+        if getattr(args, "audit_fraction", 0.01) > 0 else None,
         server=ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
                              token=args.token or os.environ.get(TOKEN_ENV) or None),
     )
     backend = open_edge_backend(args.package, args.board, args.engine)
+    if faults:
+        from lepton_hls.serving.fault_schedule import FaultSchedule
+
+        config.fault_schedule = FaultSchedule(backend.accelerator.device, faults)
     app, service = create_gateway(manifest, backend, config)
     return app, service, backend
 
@@ -114,6 +145,10 @@ def run(args) -> int:
     cloud = redact_url(args.cloud) if args.cloud else "none"
     print(f"lepton-hls serve: {service.name} on {where}/v2/models/{service.name} "
           f"(edge: {backend.name}; cloud: {cloud}; routing: {service.router.policy.to_dict()})")
+    if service.audit_note:
+        print(f"lepton-hls serve: warning: {service.audit_note}")
+    if service.fault_schedule is not None:
+        print("lepton-hls serve: fault schedule: " + "; ".join(f.spec for f in service.fault_schedule.faults))
     try:
         serve_forever(app, sock)
     finally:

@@ -165,10 +165,16 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
 
+    def readiness() -> dict:
+        # A service may say which of its paths can answer (the gateway: edge and cloud); the protocol's
+        # `ready` stays the one verdict.
+        fn = getattr(service, "readiness", None)
+        return fn() if callable(fn) else {}
+
     @endpoint("ready", public=True)
     async def ready(request: Request) -> Response:
         ok = service.ready()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        return JSONResponse({"ready": ok, **readiness()}, status_code=200 if ok else 503)
 
     @endpoint("server_metadata")
     async def server_metadata(request: Request) -> Response:
@@ -191,7 +197,7 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
     async def model_ready(request: Request) -> Response:
         check_model(request)
         ok = service.ready()
-        return JSONResponse({"name": service.name, "ready": ok}, status_code=200 if ok else 503)
+        return JSONResponse({"name": service.name, "ready": ok, **readiness()}, status_code=200 if ok else 503)
 
     @endpoint("model_config")
     async def model_config(request: Request) -> Response:

@@ -69,6 +69,7 @@ class DynamicBatcher:
         self._busy_since: float | None = None
         self._compute_ewma_s = 0.0
         self._inline_blocked_until = 0.0
+        self._exclusive = 0  # maintenance calls (reset, self-test) running on the worker thread
         self.last_error: str = ""
 
     # ---- lifecycle -----------------------------------------------------------------------------------
@@ -110,6 +111,17 @@ class DynamicBatcher:
         return (batches_ahead + in_flight) * self._compute_ewma_s
 
     # ---- work ------------------------------------------------------------------------------------------
+    async def run_exclusive(self, fn: Callable, *args, timeout_s: float | None = None):
+        """Run `fn(*args)` (a DMA reset, a self-test) on the backend's own worker thread, so that it never
+        overlaps a batch: batches queue behind it and no batch runs inline on the event loop meanwhile.
+        `timeout_s`: raise TimeoutError when it has not returned by then (the thread is not interrupted)."""
+        self._exclusive += 1
+        try:
+            call = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await asyncio.wait_for(asyncio.shield(call), timeout_s)
+        finally:
+            self._exclusive -= 1
+
     def submit(self, x: np.ndarray) -> asyncio.Future:
         """Queue `x` (N, ...) and return a future of BatchResult. Raises Overloaded when the queue is full and
         EdgeUnavailable when the backend is stalled."""
@@ -132,7 +144,8 @@ class DynamicBatcher:
         and fast (inline-eligible), nothing waits, and no batching window applies (no delay configured, or `x`
         fills a batch by itself). None: use `submit`."""
         cfg = self.config
-        if (self._queue or self._busy_since is not None or not 0 < self._compute_ewma_s < cfg.inline_max_s
+        if (self._queue or self._busy_since is not None or self._exclusive
+                or not 0 < self._compute_ewma_s < cfg.inline_max_s
                 or (cfg.max_queue_delay_s > 0 and x.shape[0] < cfg.max_batch_size)):
             return None
         start = time.perf_counter()
@@ -227,7 +240,8 @@ class DynamicBatcher:
             queue_s = start - batch[0].enqueued
             self._busy_since = start
             call = None
-            inline = 0 < self._compute_ewma_s < cfg.inline_max_s and start >= self._inline_blocked_until
+            inline = (0 < self._compute_ewma_s < cfg.inline_max_s and start >= self._inline_blocked_until
+                      and not self._exclusive)
             if inline:
                 y, err = self._call_inline(x)
             else:

@@ -2,14 +2,18 @@
 the dynamic batcher when the routing policy allows, and otherwise (or in addition, for the cascade) by the
 cloud. The caller sees one protocol and one answer; the response's parameters say which path answered and why.
 
-Failure handling: a failed or hung edge batch falls back to the cloud; a failed cloud call falls back to the
-edge's own answer (marked degraded) when there is one; when neither path can answer the caller gets one 503
-naming both causes. Imports no TensorFlow.
+Failure handling: a failed or hung edge batch (a DeviceError, an IntegrityError) falls back to the cloud and
+takes the edge out of service until the health loop has reset the board and its self-test passed
+(edge_monitor.py); a failed cloud call falls back to the edge's own answer (marked degraded) when there is one;
+when neither path can answer the caller gets one 503 naming both causes. A sample of the edge's answers is
+re-computed off the request path on the package's bit-exact emulator (audit.py); a mismatch takes the edge out
+too. Imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -20,8 +24,10 @@ from lepton_host.manifest import Manifest
 
 from . import routing as R
 from .app import ServerOptions, TensorInfo, create_app
+from .audit import AuditConfig, Auditor, AuditUnavailable, make_reference
 from .batcher import BatcherConfig, DynamicBatcher
 from .cloud_client import CloudClient, CloudConfig
+from .edge_monitor import IN, EdgeMonitor, EdgeState, MonitorConfig
 from .errors import DeadlineExceeded, EdgeUnavailable, Overloaded, ServingError, Unavailable
 from .metrics import ServingMetrics
 from .oip import InferRequest
@@ -34,9 +40,14 @@ class GatewayConfig:
     cloud: CloudConfig | None = None
     request_timeout_s: float = 5.0
     health_interval_s: float = 0.5  # how often the board's health() is asked (it may touch registers)
-    # After an edge call fails, send work to the cloud for this long before trying the board again, so a hung
-    # board costs one timeout, not one per batch.
+    # After the edge went out, the least time before a health probe alone may bring it back (a backend without
+    # a self-test), so a hung board costs one timeout, not one per batch. A passing self-test needs no wait.
     edge_retry_s: float = 1.0
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    # Audit of edge answers on the package's fast engine (needs package_dir); None: no audit.
+    audit: AuditConfig | None = field(default_factory=AuditConfig)
+    package_dir: str | None = None
+    fault_schedule: object | None = None  # a fault_schedule.FaultSchedule to follow from start (emulated board)
     server: ServerOptions = field(default_factory=ServerOptions)
 
 
@@ -60,22 +71,43 @@ class EdgeService:
         self.cloud: CloudClient | None = None
         if config.cloud is not None:
             self.cloud = CloudClient(config.cloud, self.name, self.input.name, self.output.name, self.metrics)
-        self._edge_ok = True
-        self._edge_detail = ""
+        self.monitor = EdgeMonitor(backend, dataclasses.replace(config.monitor, retry_s=config.edge_retry_s),
+                                   run_exclusive=self.batcher.run_exclusive, on_change=self._edge_changed)
+        self.metrics.edge_in_service.set(1)
+        self.auditor: Auditor | None = None
+        self.audit_note = ""  # why there is no audit although one was asked for
+        if config.audit is not None and config.package_dir is not None:
+            try:
+                self.auditor = Auditor(make_reference(config.package_dir, manifest), config.audit,
+                                       on_mismatch=self._audit_mismatch, on_count=self._audit_count)
+                self.audit_note = ""
+            except AuditUnavailable as e:
+                self.audit_note = str(e)
+        self.fault_schedule = config.fault_schedule
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._health_task: asyncio.Task | None = None
-        self._edge_down_until = 0.0
+        self._schedule_task: asyncio.Task | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self._warm_up()
         self.batcher.start()
-        await self._check_health()
-        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        await self._admit_at_start()
+        if self.auditor is not None:
+            self.auditor.start()
+            self.auditor.start_window()
+        self._health_task = self._loop.create_task(self._health_loop())
+        if self.fault_schedule is not None:
+            self._schedule_task = self._loop.create_task(self.fault_schedule.run(self._fault_changed))
 
     async def stop(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in (self._health_task, self._schedule_task):
+            if task is not None:
+                task.cancel()
         await self.batcher.stop()
+        if self.auditor is not None:
+            await asyncio.to_thread(self.auditor.stop)
         if self.cloud is not None:
             await self.cloud.close()
 
@@ -89,28 +121,84 @@ class EdgeService:
         except Exception:
             pass
 
+    async def _admit_at_start(self) -> None:
+        """The board serves from the start only if it answers its health probe and passes its self-test."""
+        ok, detail = await self.monitor.probe()
+        if not ok:
+            self.monitor.take_out(f"at start: {detail}")
+            return
+        self_test = getattr(self.backend, "self_test", None)
+        if callable(self_test):
+            try:
+                result = await self.batcher.run_exclusive(self_test, timeout_s=self.monitor.config.self_test_timeout_s)
+            except Exception as e:
+                self.monitor.take_out(f"at start: self-test raised {type(e).__name__}: {e}")
+                return
+            self.monitor.last_self_test = result
+            if result.passed is False:
+                self.monitor.take_out(f"at start: self-test failed: {result.detail}")
+
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
-            await self._check_health()
+            await self.health_step()
 
-    async def _check_health(self) -> None:
-        # health() may block on a hung board: ask in a thread, and treat no answer as unhealthy.
+    async def health_step(self) -> None:
+        """One probe of a board in service, or one reset + self-test of a board out of it."""
         try:
-            h = await asyncio.wait_for(asyncio.to_thread(self.backend.health), self.config.health_interval_s)
-            self._edge_ok, self._edge_detail = bool(h.ok), h.detail
-        except asyncio.TimeoutError:
-            self._edge_ok, self._edge_detail = False, "health check did not answer"
-        except Exception as e:
-            self._edge_ok, self._edge_detail = False, f"health check failed: {e}"
+            await self.monitor.step()
+        except Exception as e:  # the loop must outlive any one backend's surprise
+            self.monitor.probe_detail = f"health step raised {type(e).__name__}: {e}"
+
+    def _edge_changed(self, state: EdgeState) -> None:
+        up = state.state == IN
+        self.metrics.edge_in_service.set(1 if up else 0)
+        self.metrics.child(self.metrics.edge_transitions, "in" if up else "out").inc()
+        if up and self.auditor is not None:
+            self.auditor.start_window()  # whatever a self-test misses shows first here
+
+    def _audit_mismatch(self, detail: str) -> None:
+        # Called on the audit thread: the monitor belongs to the event loop.
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.monitor.take_out, detail)
+
+    def _audit_count(self, outcome: str, n: int) -> None:
+        self.metrics.child(self.metrics.audit, outcome).inc(n)
+
+    def _fault_changed(self, what: str, f) -> None:
+        self.metrics.child(self.metrics.fault_injected, f.fault.kind.value).set(1 if what == "inject" else 0)
+
+    def _edge_failed(self, e: Exception) -> None:
+        self.monitor.take_out(f"batch failed: {e}")
+
+    def _audit(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.auditor is not None:
+            self.auditor.offer(x, y)
 
     @property
     def edge_healthy(self) -> bool:
-        return self._edge_ok and not self.batcher.stalled and time.perf_counter() >= self._edge_down_until
+        return self.monitor.in_service and not self.batcher.stalled
+
+    @property
+    def cloud_available(self) -> bool:
+        return self.cloud is not None and self.cloud.available
 
     def ready(self) -> bool:
-        """Ready when some path can answer: the board, or a cloud whose breaker is not open."""
-        return self.edge_healthy or (self.cloud is not None and self.cloud.available)
+        """Ready when some path can answer: the board in service, or a cloud whose breaker is not open."""
+        return self.edge_healthy or self.cloud_available
+
+    def readiness(self) -> dict:
+        """Which paths can answer now, and why the edge cannot when it cannot."""
+        edge = self.edge_healthy
+        out = {"paths": {"edge": edge, "cloud": self.cloud_available}}
+        if not edge:
+            out["edge_detail"] = (self.monitor.detail if not self.monitor.in_service
+                                  else self.batcher.last_error or "a batch has not returned (board hung?)")
+        if self.cloud is None:
+            out["cloud_detail"] = "no cloud configured"
+        elif not self.cloud.available:
+            out["cloud_detail"] = "circuit breaker open after repeated cloud failures"
+        return out
 
     def _on_batch(self, n: int, queue_s: float, compute_s: float) -> None:
         self.metrics.child(self.metrics.batch_size, self.name).observe(n)
@@ -140,7 +228,9 @@ class EdgeService:
 
         if edge_idx.size:
             try:
-                ye = await self._edge(x if edge_idx.size == n else x[edge_idx], deadline)
+                xe = x if edge_idx.size == n else x[edge_idx]
+                ye = await self._edge(xe, deadline)
+                self._audit(xe, ye)
                 y[edge_idx] = ye
                 served[edge_idx] = "edge"
                 esc, why = self.router.escalate(x_pre[edge_idx], ye)
@@ -167,7 +257,7 @@ class EdgeService:
                 raise
             except (EdgeUnavailable, ServingError) as e:
                 edge_err = e
-                self._edge_down_until = time.perf_counter() + self.config.edge_retry_s
+                self._edge_failed(e)
                 reasons[edge_idx] = R.EDGE_FAILED
                 if self.cloud is None:
                     if cloud_task is not None:
@@ -193,7 +283,7 @@ class EdgeService:
                     if isinstance(e, DeadlineExceeded):
                         raise e from None  # the caller's time ran out: a 504, not "no path could answer"
                     edge_note = f"edge: {edge_err}" if edge_err else (
-                        f"edge: unhealthy ({self._edge_detail or self.batcher.last_error or 'not answering'})"
+                        f"edge: out of service ({self.monitor.detail or self.batcher.last_error or 'not answering'})"
                         if not self.edge_healthy else "edge: not allowed by the routing policy"
                     )
                     raise Unavailable(f"no path could answer: {edge_note}; cloud: {e}") from None
@@ -202,7 +292,10 @@ class EdgeService:
                 except DeadlineExceeded:
                     raise
                 except ServingError as ee:
+                    if not isinstance(ee, Overloaded):
+                        self._edge_failed(ee)
                     raise Unavailable(f"no path could answer: edge: {ee}; cloud: {e}") from None
+                self._audit(x[cloud_idx], y[cloud_idx])
                 served[cloud_idx] = "edge"
                 degraded = True
                 reasons[cloud_idx] = np.array([f"{r}+{R.CLOUD_DOWN}" for r in reasons[cloud_idx]], dtype=object)

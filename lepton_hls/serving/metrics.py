@@ -57,6 +57,19 @@ class ServingMetrics:
             f"{p}_cloud_attempts", "Cloud HTTP attempts by kind and outcome", ["kind", "outcome"], registry=r
         )
         self.rejected = Counter(f"{p}_rejected", "Requests refused before inference, by cause", ["cause"], registry=r)
+        self.edge_in_service = Gauge(
+            f"{p}_edge_in_service", "Edge (board) in service: 1, or out of it until a self-test passes: 0", registry=r
+        )
+        self.edge_transitions = Counter(
+            f"{p}_edge_transitions", "Edge taken out of / brought back into service", ["to"], registry=r
+        )
+        self.audit = Counter(
+            f"{p}_audit", "Edge answers re-computed on the bit-exact emulator: audited, mismatches, dropped",
+            ["outcome"], registry=r,
+        )
+        self.fault_injected = Gauge(
+            f"{p}_fault_injected", "Scheduled emulated-board fault active now (serve --fault)", ["kind"], registry=r
+        )
 
     def child(self, metric, *labels):
         """`metric.labels(*labels)`, looked up once: the hot path asks for the same few children per request."""

@@ -64,3 +64,15 @@ def check_serve_args(args) -> None:
     check_at_least(args.breaker_reset_s, 0, "--breaker-reset-s")
     if args.hedge_percentile is not None and not 0 < args.hedge_percentile <= 100:
         raise InvalidOption(f"--hedge-percentile {args.hedge_percentile:g} must be in (0, 100]")
+    check_positive(getattr(args, "health_interval_ms", None), "--health-interval-ms")
+    check_at_least(getattr(args, "probe_failures", None), 1, "--probe-failures")
+    check_at_least(getattr(args, "audit_window_s", None), 0, "--audit-window-s")
+    fraction = getattr(args, "audit_fraction", None)
+    if fraction is not None and not 0 <= fraction <= 1:
+        raise InvalidOption(f"--audit-fraction {fraction:g} must be between 0 and 1 (the share of edge answers audited)")
+    if getattr(args, "fault", None):
+        from .fault_schedule import FaultSpecError, parse_schedule
+
+        parse_schedule(args.fault)
+        if args.board != "emulated-board":
+            raise FaultSpecError("--fault needs --board emulated-board (faults are injected into the emulated board)")
