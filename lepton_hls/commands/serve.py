@@ -115,7 +115,8 @@ def build_gateway(args):
         policy=policy, cloud=cloud, request_timeout_s=args.timeout_ms / 1e3,
         health_interval_s=interval_s, package_dir=str(args.package),
         monitor=MonitorConfig(probe_failures=getattr(args, "probe_failures", 3), probe_timeout_s=max(interval_s, 0.2)),
-        audit=AuditConfig(fraction=getattr(args, "audit_fraction", 0.01), window_s=getattr(args, "audit_window_s", 10.0))
+        audit=AuditConfig(fraction=getattr(args, "audit_fraction", 0.01),
+                          window_s=getattr(args, "audit_window_s", 10.0))
         if getattr(args, "audit_fraction", 0.01) > 0 else None,
         server=ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
                              token=args.token or os.environ.get(TOKEN_ENV) or None),

@@ -40,17 +40,17 @@ class AuditCounts:
     dropped: int
 
 
-def make_reference(package_dir, manifest) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """The package's fast engine as the audit's reference: raw features -> the outputs for the two ways a
-    host may preprocess them. The manifest divides by the scale; the board runtime multiplies by its reciprocal,
-    and where a value lands on a rounding boundary the two can quantize one step apart, both faithful to the
-    same real input. An answer that equals either is right."""
-    from lepton_host.emulator import FastEmulator
+def make_reference(package_dir, manifest, engine: str = "fast") -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
+    """The package's bit-exact engine (`fast`, or `csim`) as the audit's reference: raw features -> the outputs
+    for the two ways a host may preprocess them. The manifest divides by the scale; the board runtime
+    multiplies by its reciprocal, and where a value lands on a rounding boundary the two can quantize one step
+    apart, both faithful to the same real input. An answer that equals either is right."""
+    from lepton_host.emulator import load_emulator
 
     try:
-        emu = FastEmulator(package_dir)
+        emu = load_emulator(package_dir, engine)
     except LeptonError as e:
-        raise AuditUnavailable(f"cannot audit the edge: the package's fast engine does not load ({e})") from None
+        raise AuditUnavailable(f"cannot audit the edge: the package's {engine} engine does not load ({e})") from None
     pre = manifest.preprocessing
     identity = pre.kind == "identity"
     if not identity:

@@ -47,6 +47,7 @@ class GatewayConfig:
     # Audit of edge answers on the package's fast engine (needs package_dir); None: no audit.
     audit: AuditConfig | None = field(default_factory=AuditConfig)
     package_dir: str | None = None
+    audit_engine: str = "fast"  # the bit-exact engine the audit re-computes answers on
     fault_schedule: object | None = None  # a fault_schedule.FaultSchedule to follow from start (emulated board)
     server: ServerOptions = field(default_factory=ServerOptions)
 
@@ -78,8 +79,9 @@ class EdgeService:
         self.audit_note = ""  # why there is no audit although one was asked for
         if config.audit is not None and config.package_dir is not None:
             try:
-                self.auditor = Auditor(make_reference(config.package_dir, manifest), config.audit,
-                                       on_mismatch=self._audit_mismatch, on_count=self._audit_count)
+                reference = make_reference(config.package_dir, manifest, config.audit_engine)
+                self.auditor = Auditor(reference, config.audit, on_mismatch=self._audit_mismatch,
+                                       on_count=self._audit_count)
                 self.audit_note = ""
             except AuditUnavailable as e:
                 self.audit_note = str(e)

@@ -69,7 +69,8 @@ def check_serve_args(args) -> None:
     check_at_least(getattr(args, "audit_window_s", None), 0, "--audit-window-s")
     fraction = getattr(args, "audit_fraction", None)
     if fraction is not None and not 0 <= fraction <= 1:
-        raise InvalidOption(f"--audit-fraction {fraction:g} must be between 0 and 1 (the share of edge answers audited)")
+        raise InvalidOption(f"--audit-fraction {fraction:g} must be between 0 and 1 (the share of edge answers "
+                            "audited)")
     if getattr(args, "fault", None):
         from .fault_schedule import FaultSpecError, parse_schedule
 
