@@ -121,7 +121,12 @@ def test_board_missing_serves_from_cloud(package, cloud):
         _wait(lambda: not service.edge_healthy)
         status, r = one(gw.url, _in_range())
         assert status == 200 and r["parameters"]["route_reason"] == "edge_unhealthy"
-        assert httpx.get(gw.url + "/v2/health/ready").status_code == 200  # the cloud can still answer
+        ready = httpx.get(gw.url + "/v2/health/ready")
+        assert ready.status_code == 200  # the cloud can still answer, and readiness says it is the cloud
+        assert ready.json()["paths"] == {"edge": False, "cloud": True} and ready.json()["edge_detail"]
+        backend.set_fault(None)  # back: this backend has no self-test, so a healthy probe re-admits it
+        _wait(lambda: service.edge_healthy)
+        assert one(gw.url, _in_range())[1]["parameters"]["served_by"] == "edge"
 
 
 def test_cloud_5xx_degrades_to_edge_and_breaker_opens_and_recovers(package, cloud):
