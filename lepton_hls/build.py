@@ -92,6 +92,12 @@ def calibration_inputs(spec: ModelSpec, input_shape, n: int, seed: int = 0) -> n
     return rng.standard_normal((n, *input_shape))
 
 
+def check_loaded(keras_model) -> None:
+    from .model_check import check_loaded as _check
+
+    _check(keras_model)
+
+
 def check_spec(spec: ModelSpec, cfg: BuildConfig | None = None):
     """The front door (seconds, no TensorFlow): every layer supported, every configured layer present."""
     from .model_check import check_model, refuse_unsupported
@@ -125,7 +131,11 @@ def build_package(
     (with `force`) is replaced only by a finished package. A package that misses its fidelity is still moved
     into place, marked failed in its manifest, so that it can be inspected."""
     progress = progress or Progress()
-    check_spec(resolve_model(model, weights), cfg)  # instant; a refusal is one line, before anything is written
+    # The front door: a refusal is one line, in seconds, before anything is written.
+    spec = resolve_model(model, weights)
+    check_spec(spec, cfg)
+    keras_model = load_keras(spec.files)
+    check_loaded(keras_model)
     final = Path(out).absolute()
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         if not force:
@@ -142,7 +152,7 @@ def build_package(
     work = final.parent / f".{final.name}.building-{secrets.token_hex(4)}"
     work.mkdir()
     try:
-        manifest, result = _build_into(model, work, cfg, weights, verify_samples, progress)
+        manifest, result = _build_into(spec, keras_model, work, cfg, verify_samples, progress)
         manifest = _relocate(work, final, result)
         _move_into_place(work, final)
     except BaseException:
@@ -151,11 +161,8 @@ def build_package(
     return manifest, result
 
 
-def _build_into(model, out: Path, cfg: BuildConfig, weights, verify_samples: int, progress: Progress):
-    with progress.step("load model"):
-        spec = resolve_model(model, weights)
-        keras_model = load_keras(spec.files)
-        input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
+def _build_into(spec: ModelSpec, keras_model, out: Path, cfg: BuildConfig, verify_samples: int, progress: Progress):
+    input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
 
     with progress.step("convert with hls4ml"):
         calib = calibration_inputs(spec, input_shape, cfg.profile_samples)
@@ -307,8 +314,9 @@ static std::string lepton_weights_dir() {
 
 
 def _approximate_layers(hls_model) -> list[str]:
-    """Layers hls4ml computes through lookup tables of a transcendental function, other than a final softmax
-    (whose argmax is what a classifier promises anyway)."""
+    """Layers that cannot reproduce the model bit for bit: lookup tables of a transcendental function (other than
+    a final softmax, whose argmax is what a classifier promises anyway), and averages over a count that is not a
+    power of two (1/n has no exact binary fraction)."""
     from .model_check import APPROXIMATE
 
     layers = list(hls_model.get_layers())
@@ -320,7 +328,30 @@ def _approximate_layers(hls_model) -> list[str]:
         if layer.class_name == "Softmax" or (layer.class_name in ("Activation", "ELU", "ParametrizedActivation")
                                              and fn in APPROXIMATE):
             out.append(layer.name)
+        elif any(n & (n - 1) for n in _average_counts(layer)):
+            out.append(layer.name)
     return out
+
+
+def _average_counts(layer) -> set[int]:
+    """The numbers of values an average-pooling layer divides by (edge windows of 'same' padding count fewer)."""
+    a = layer.get_attr
+    if str(a("pool_op", "")).lower() != "average":
+        return set()
+    if layer.class_name.startswith("GlobalPooling"):
+        shape = layer.get_input_variable().shape
+        return {int(np.prod(shape[:-1]))}
+    is2d = layer.class_name == "Pooling2D"
+    ih, iw = (int(a("in_height", 1)) if is2d else 1), int(a("in_width") if is2d else a("n_in"))
+    ph, pw = (int(a("pool_height", 1)) if is2d else 1), int(a("pool_width"))
+    if a("count_pad", False):
+        return {ph * pw}
+    ones = np.pad(np.ones((ih, iw), dtype=np.int64), ((int(a("pad_top", 0)) if is2d else 0,
+                                                      int(a("pad_bottom", 0)) if is2d else 0),
+                                                     (int(a("pad_left", 0)), int(a("pad_right", 0)))))
+    win = np.lib.stride_tricks.sliding_window_view(ones, (ph, pw))
+    sh, sw = (int(a("stride_height", 1)) if is2d else 1), int(a("stride_width"))
+    return {int(c) for c in win[::sh, ::sw].sum(axis=(2, 3)).ravel() if c}
 
 
 def _manifest(spec: ModelSpec, hls_model, cfg: BuildConfig, conv: ConversionReport) -> Manifest:
@@ -347,9 +378,9 @@ def _manifest(spec: ModelSpec, hls_model, cfg: BuildConfig, conv: ConversionRepo
         fidelity = Fidelity(
             identical_rows_min=0.0,
             argmax_agreement_min=0.995,
-            note=f"lookup-table layers {', '.join(approximate)} approximate their function (never bit-exact with "
-            f"the model); agreement and max|diff| measured by verify; larger tables shrink the error "
-            f"(config table_bits, now {cfg.table_bits}; softmax_table_bits for softmax)",
+            note=f"not bit-exact by nature: {', '.join(approximate)} (lookup tables of sigmoid/tanh/..., or averages "
+            f"over a count that is not a power of two); agreement and max|diff| measured by verify; larger tables "
+            f"shrink a table's error (config table_bits, now {cfg.table_bits}; softmax_table_bits for softmax)",
         )
     else:
         fidelity = Fidelity(identical_rows_min=1.0, argmax_agreement_min=0.995)

@@ -101,6 +101,7 @@ def convert(model, cfg: BuildConfig, output_dir: str, calibration: np.ndarray | 
     for iteration in range(1, 12):
         hls_model = _hls4ml_convert(model, hcfg, cfg, output_dir)
         report.iterations = iteration
+        _exact_alpha_results(hls_model, cfg, report)
         changes = _exactness_changes(hls_model, hcfg, cfg, owned=report.exact_types, pin=pin)
         if not changes:
             break
@@ -118,6 +119,42 @@ def convert(model, cfg: BuildConfig, output_dir: str, calibration: np.ndarray | 
         raise ConversionError("fixed-point types did not settle after 11 passes; set layer_precision explicitly")
     report.softmax = _tune_softmax(hls_model, cfg)
     return hls_model, report
+
+
+def _exact_alpha_results(hls_model, cfg: BuildConfig, report: ConversionReport) -> None:
+    """QKeras' default alpha (auto_po2) becomes an hls4ml ApplyAlpha layer (x * 2^e per channel + bias) whose
+    types hls4ml resets to 'auto' on every conversion, so the config cannot set them: its result type is set on
+    the converted model instead (before anything is written), exact for the real scales and the input type."""
+    if cfg.default_precision != "auto":
+        return
+    from hls4ml.model.types import ExponentPrecisionType
+
+    for layer in hls_model.get_layers():
+        if layer.class_name != "ApplyAlpha" or not layer.inputs:
+            continue
+        in_fmt = fmt_of(layer.get_input_variable().type.precision)
+        scale, bias = layer.weights.get("scale"), layer.weights.get("bias")
+        if in_fmt is None or scale is None:
+            continue
+        if isinstance(scale.type.precision, ExponentPrecisionType):
+            pairs = np.array([t.strip("{} ").split(",") for t in scale], dtype=np.float64)
+            s = np.where(pairs[:, 0] == 1, 1.0, -1.0) * np.exp2(pairs[:, 1])
+        else:
+            s = _weight_values(layer, "scale", layer.weights)
+        b = np.zeros(1) if bias is None else np.ravel(_weight_values(layer, "bias", layer.weights))
+        s = np.ravel(s)
+        f_s, f_b = _frac_bits(s), _frac_bits(b)
+        if f_s is None or f_b is None:
+            continue
+        frac = max(in_fmt.frac + f_s, f_b)
+        ends = np.concatenate([s * in_fmt.min_value, s * in_fmt.max_value])
+        integer = _signed_int_bits(float(ends.min()) + float(b.min()), float(ends.max()) + float(b.max()), frac)
+        exact = FixedFormat(width=integer + frac, integer=integer, signed=True)
+        out_type = layer.get_output_variable().type
+        if _holds(fmt_of(out_type.precision), exact) or exact.width > MAX_EXACT_WIDTH:
+            continue
+        out_type.precision = _converted_precision(out_type.precision, exact)
+        report.exact_types.setdefault(layer.name, {})["result"] = _hls_str(exact)
 
 
 def _hls4ml_convert(model, hcfg: dict, cfg: BuildConfig, output_dir: str):
@@ -210,7 +247,7 @@ def _exact_types(layer, in_fmts: list) -> dict:
         return {"result": in_fmts[0]} if layer.get_attr("activation") in PASS_THROUGH_ACTIVATIONS else {}
     if kind in ("Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D"):
         return _exact_pool(layer, in_fmts[0])
-    if kind == "BatchNormalization":
+    if kind == "BatchNormalization":  # not ApplyAlpha: hls4ml resets its types to auto on every conversion
         return _exact_batchnorm(layer, in_fmts[0])
     if kind in ("Merge", "Concatenate") and len(in_fmts) == 2:
         return _exact_merge(layer, *in_fmts)
@@ -370,9 +407,13 @@ def _exact_mac_format(layer, in_fmt: FixedFormat) -> FixedFormat | None:
     b = _weight_values(layer, "bias", weights)
     if w is None:
         return None
-    n_out = w.shape[-1]
+    # hls4ml may hold a kernel flattened (a Dense without bias): the output count comes from the layer
+    n_out = int(layer.get_attr("n_out", None) or layer.get_attr("n_filt", None) or w.shape[-1])
+    if layer.get_attr("_weights_transposed", False) is True:
+        w = np.moveaxis(w.reshape(np.asarray(weights["weight"].data).shape), 0, -1)
     w2 = w.reshape(-1, n_out)
-    b = np.zeros(n_out) if b is None else b.reshape(-1)
+    # the C++ reads the first n_out bias entries (hls4ml sizes a missing bias like the kernel)
+    b = np.zeros(n_out) if b is None else b.reshape(-1)[:n_out]
     f_w, f_b = _frac_bits(w2), _frac_bits(b)
     if f_w is None or f_b is None:
         return None

@@ -184,7 +184,8 @@ class _Exporter:
         if bvar is not None:
             bfmt = fixed_format(bvar.type.precision)
             params["bias"] = bfmt.to_dict()
-            self.arrays[key + "bias"] = self._raw(bvar, bfmt).reshape(n_out)
+            # the C++ reads the first n_out entries (hls4ml sizes a missing bias like the kernel)
+            self.arrays[key + "bias"] = self._raw(bvar, bfmt).reshape(-1)[:n_out]
         else:
             bfmt = FixedFormat(2, 2)
             params["bias"] = bfmt.to_dict()
@@ -276,15 +277,30 @@ class _Exporter:
         return node.lo, node.hi
 
     def _batchnorm(self, layer, rec):
+        from hls4ml.model.types import ExponentPrecisionType
+
         rec["op"] = "batchnorm"
         ws = layer.weights
-        sfmt, bfmt = fixed_format(ws["scale"].type.precision), fixed_format(ws["bias"].type.precision)
+        bfmt = fixed_format(ws["bias"].type.precision)
+        if isinstance(ws["scale"].type.precision, ExponentPrecisionType):
+            # QKeras' auto_po2 alpha (hls4ml's ApplyAlpha): "{sign, exponent}" pairs, multiplied as exact shifts
+            # in the product type the build widens (patch_firmware), so an exact fixed-point scale is the same.
+            pairs = np.array([t.strip("{} ").split(",") for t in ws["scale"]], dtype=np.float64)
+            values = np.where(pairs[:, 0] == 1, 1.0, -1.0) * np.exp2(pairs[:, 1])
+            exps = pairs[:, 1].astype(np.int64)
+            frac = max(0, -int(exps.min()))
+            integer = max(int(exps.max()), 0) + 2
+            sfmt = FixedFormat(integer + frac, integer)
+            scale_raw = sfmt.quantize(values)
+        else:
+            sfmt = fixed_format(ws["scale"].type.precision)
+            scale_raw = self._raw(ws["scale"], sfmt).ravel()
         n_filt = int(layer.get_attr("n_filt", -1))
         n_scale_bias = int(np.asarray(ws["scale"].data).size)
         rec["params"].update(
             n_filt=n_scale_bias if n_filt in (-1, 0) else n_filt, scale=sfmt.to_dict(), bias=bfmt.to_dict()
         )
-        self.arrays[f"{layer.name}/scale"] = self._raw(ws["scale"], sfmt).ravel()
+        self.arrays[f"{layer.name}/scale"] = scale_raw
         self.arrays[f"{layer.name}/bias"] = self._raw(ws["bias"], bfmt).ravel()
 
     def _pool(self, layer, rec):

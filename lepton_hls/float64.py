@@ -99,6 +99,12 @@ class _BackendProxy(_Proxy):
     def floatx(self):
         return "float64" if _float64_mode() else self._real.floatx()
 
+    def pow(self, x, a):
+        # quantized_bits' auto_po2 alpha: K.pow(2.0, <float64 tensor>) would make 2.0 a float32 constant
+        if _float64_mode() and isinstance(x, (int, float)) and getattr(a, "dtype", None) is not None:
+            x = self._tf.constant(x, dtype=a.dtype)
+        return self._real.pow(x, a)
+
 
 class _TfProxy(_Proxy):
     """Stands in for `tensorflow` inside qkeras.quantizers."""

@@ -307,6 +307,8 @@ def check_model(files: ModelFiles, io_type: str = "io_parallel") -> CheckReport:
         else:
             reason = rule(cfg, chk)
             n_in = len(_sources(layer))
+            if not reason:
+                reason = _name_clash(chk.name, cfg)
             if not reason and cls in MERGE_CLASSES and n_in != 2:
                 reason = f"{n_in} inputs (hls4ml merges exactly two tensors; chain two-input {cls} layers)"
             if reason:
@@ -321,6 +323,32 @@ def check_model(files: ModelFiles, io_type: str = "io_parallel") -> CheckReport:
         checks.append(LayerCheck(name="(model)", class_name=str(arch.get("class_name")), refusal=model_refusal))
     approximate = [c.name for c in checks if "approximate" in c.result]
     return CheckReport(source=files.source, layers=checks, approximate=approximate)
+
+
+# hls4ml reads a layer's weights as the first of its variables whose full name ("<layer>/<variable>:0") contains
+# the wanted variable's name, so a layer named after a variable can read the wrong array (a bias-less "nobias"
+# layer reads its kernel as its bias).
+WEIGHT_VARIABLES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance", "alpha")
+
+
+def _name_clash(name: str, cfg: dict) -> str:
+    hit = next((v for v in WEIGHT_VARIABLES if v in name.lower()), None)
+    if hit is None:
+        return ""
+    return (f"the name {name!r}, which contains the weight name {hit!r} (hls4ml finds a layer's weights by that "
+            "substring and would read the wrong array); rename the layer")
+
+
+def check_loaded(model) -> None:
+    """Rules that need the built Keras model (shapes): raise one line for the first layer they refuse."""
+    for layer in model.layers:
+        cls = type(layer).__name__
+        shape = getattr(layer, "input_shape", None)
+        if cls in ("Dense", "QDense") and isinstance(shape, tuple) and len(shape) > 2:
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r}: {cls} on a {len(shape) - 1}-D input {shape[1:]} (hls4ml 1.3.0 computes it "
+                "wrongly). Alternatives: Flatten before it, or Conv1D with kernel_size=1"
+            )
 
 
 def _stream_hazards(layers: list, checks: list[LayerCheck]) -> None:
@@ -371,9 +399,28 @@ def refuse_unsupported(report: CheckReport) -> None:
     more = f" (and {len(bad) - 1} more: {', '.join(b.name for b in bad[1:4])})" if len(bad) > 1 else ""
     hint = _hint(first)
     raise UnsupportedLayerError(
-        f"{report.source}: layer {first.name!r}: {first.refusal}{more}. Supported layers: "
-        f"{', '.join(supported_classes())}.{hint}"
+        f"{report.source}: layer {first.name!r}: {first.refusal}{more}. Supported alternatives: "
+        f"{_alternatives(first.class_name)} (all: `lepton-hls check --supported`).{hint}"
     )
+
+
+def _alternatives(cls: str) -> str:
+    """The supported classes nearest to a refused one."""
+    families = (
+        (("RNN", "LSTM", "GRU", "TimeDistributed"), ("Conv1D", "QConv1D", "Dense", "QDense")),
+        (("Conv", "Locally"), ("Conv1D", "Conv2D", "QConv1D", "QConv2D", "DepthwiseConv2D", "SeparableConv2D")),
+        (("Pool",), ("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
+                     "GlobalAveragePooling2D", "GlobalMaxPooling2D")),
+        (("Norm",), ("BatchNormalization", "QBatchNormalization")),
+        (("Dense", "Embedding", "Dot"), ("Dense", "QDense", "Multiply")),
+        (("Activation", "ReLU", "ELU"), ("Activation", "QActivation", "ReLU", "LeakyReLU", "ELU", "PReLU")),
+        (("Add", "Concat", "Multiply", "Subtract", "Average", "Maximum", "Minimum"),
+         ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate")),
+    )
+    for keys, alts in families:
+        if any(k in cls for k in keys):
+            return ", ".join(a for a in alts if a in KERAS_RULES)
+    return "the layers in the README's table"
 
 
 def _hint(chk: LayerCheck) -> str:

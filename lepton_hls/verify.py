@@ -143,8 +143,7 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
                 layer_rows = _compare_layers(traced, trace, layer_outputs(model64, x), pre_ref, softmax_final, name)
                 if name == "on_grid":
                     layers = layer_rows
-                diff = next((l for l in layer_rows if l.identical_rows < 1.0 and l.layer_class != "Softmax"), None)
-                diff = diff or next((l for l in layer_rows if l.identical_rows < 1.0), None)
+                diff = _first_real_difference(layer_rows)
                 if diff is not None and first is None:
                     first = {"set": name, **asdict(diff), **_suggestion(traced, diff)}
             progress.note(
@@ -160,7 +159,8 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
         passed = passed and grid.argmax_agreement >= fid.argmax_agreement_min
     notes = []
     if record.get("firmware_patches"):
-        notes += [f"firmware patched: {p}" for p in record["firmware_patches"]]
+        po2 = '"exponential"' in (root / "engine" / "graph.json").read_text()
+        notes += [f"firmware patched: {p}" for p in record["firmware_patches"] if po2 or "quantized_po2" not in p]
     if fid.note:
         notes.append(fid.note)
     report = VerifyReport(
@@ -265,9 +265,10 @@ def _compare_layers(hls_model, trace: dict, keras_out: dict, logits_ref, softmax
     rows = []
     layers = list(hls_model.get_layers())
     final = layers[-1]
+    names = {layer.name for layer in layers}
     for layer in layers:
-        if layer.name not in trace:
-            continue
+        if layer.name not in trace or f"{layer.name}_alpha" in names:
+            continue  # a layer whose QKeras alpha hls4ml applies after it: the model's output is the _alpha layer's
         got = trace[layer.name].reshape(len(trace[layer.name]), -1).astype(np.float64)
         ref = _keras_twin(layer, keras_out)
         if softmax_final and final.inputs and layer.name == final.inputs[0]:
@@ -288,7 +289,15 @@ def _compare_layers(hls_model, trace: dict, keras_out: dict, logits_ref, softmax
         )
         if row.identical_rows < 1.0:
             table = _table_function(layer)
-            if table:
+            from .build import _average_counts
+
+            uneven = sorted(n for n in _average_counts(layer) if n & (n - 1))
+            if uneven:
+                row.cause = (
+                    f"average over {', '.join(map(str, uneven))} values: 1/{uneven[0]} has no exact binary fraction, "
+                    f"so the quotient is rounded (max|diff| {row.max_abs_diff:.3g}); a power-of-two window is exact"
+                )
+            elif table:
                 size = layer.get_attr("table_size", None)
                 row.cause = (
                     f"{table} lookup table{f' ({size} entries)' if size else ''}: hls4ml approximates {table} by a "
@@ -300,6 +309,18 @@ def _compare_layers(hls_model, trace: dict, keras_out: dict, logits_ref, softmax
                 row.values_need = _type_for_values(ref)
         rows.append(row)
     return rows
+
+
+def _first_real_difference(rows: list) -> LayerComparison | None:
+    """The first layer whose difference reaches the output: one that a later layer makes identical again (a
+    real-valued batch-normalisation scale rounded away by the next quantizer) is not the cause; a softmax only
+    when nothing before it differs."""
+    differing = [i for i, r in enumerate(rows) if r.identical_rows < 1.0]
+    for i in differing:
+        absorbed = any(r.identical_rows == 1.0 for r in rows[i + 1 :])
+        if not absorbed and rows[i].layer_class != "Softmax":
+            return rows[i]
+    return next((rows[i] for i in differing if rows[i].layer_class == "Softmax"), None)
 
 
 def _table_function(layer) -> str:
@@ -351,7 +372,7 @@ def _suggestion(hls_model, diff: LayerComparison) -> dict:
 def _keras_twin(layer, keras_out: dict):
     """The Keras output that corresponds to an hls4ml layer, or None when hls4ml split it out of a fused layer."""
     name = layer.name
-    for act in ("relu", "linear", "softmax", "sigmoid", "tanh"):
+    for act in ("relu", "linear", "softmax", "sigmoid", "tanh", "alpha"):
         if name.endswith("_" + act) and name[: -len(act) - 1] in keras_out:
             return keras_out[name[: -len(act) - 1]]
     if name in keras_out and layer.class_name not in ("Dense", "Conv1D", "Conv2D"):

@@ -104,7 +104,9 @@ def test_bad_models_get_clear_errors(tmp_path, examples_dir):
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps(spec))
     r = cli("build", odd, "--weights", examples_dir / "qkeras_3layer_weights.h5", "--out", tmp_path / "c")
-    assert r.returncode == 2 and "LocallyConnected1D cannot be compiled" in r.stderr and "QDense" in r.stderr
+    # the user's layer name, its class, and the supported alternatives, on one line
+    assert r.returncode == 2 and "'relu1': class LocallyConnected1D is not supported" in r.stderr
+    assert "Supported alternatives: Conv1D" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
     r = cli("build", "no_such_model", "--out", tmp_path / "d")
     assert r.returncode == 2 and "jet_tagger" in r.stderr

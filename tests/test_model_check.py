@@ -76,7 +76,7 @@ def test_unsupported_layers_named(make, layer, words):
     inp = L.Input((10, 3))
     out = make(L, tf)(inp)
     msg = _refusal(tf.keras.Model(inp, out))
-    assert f"'{layer}'" in msg and words in msg and "Supported layers:" in msg
+    assert f"'{layer}'" in msg and words in msg and "Supported alternatives:" in msg and len(msg) < 600
 
 
 def test_binary_weights_refused_with_reason():
@@ -133,3 +133,27 @@ def test_check_refuses_a_config_naming_a_missing_layer(tmp_path):
     cfg.write_text("layer_precision:\n  fc2:\n    result: fixed<16,6>\n")
     r = subprocess.run([*CLI, "check", str(arch), "--config", str(cfg)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "fc2" in r.stderr and "fc" in r.stderr
+
+
+def test_layer_named_after_a_weight_variable_refused():
+    import tensorflow as tf
+    from qkeras import QDense
+
+    inp = tf.keras.Input((6,))
+    out = QDense(3, use_bias=False, kernel_quantizer="quantized_bits(6,0,alpha=1)", name="nobias")(inp)
+    msg = _refusal(tf.keras.Model(inp, out))
+    assert "'nobias'" in msg and "rename" in msg
+
+
+def test_dense_on_a_sequence_refused_after_loading(tmp_path):
+    import tensorflow as tf
+    from qkeras import QDense
+
+    inp = tf.keras.Input((8, 8))
+    h = QDense(4, kernel_quantizer="quantized_bits(6,0,alpha=1)", name="seq_dense")(inp)
+    out = tf.keras.layers.Flatten(name="flat")(h)
+    arch = _files(tf.keras.Model(inp, out), tmp_path, "seq")
+    r = subprocess.run([*CLI, "check", str(arch)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.startswith("lepton-hls")]
+    assert len(lines) == 1 and "seq_dense" in lines[0] and "Flatten" in lines[0], r.stderr

@@ -69,8 +69,9 @@ KINDS: tuple[OpKind, ...] = (
     ),
     OpKind(
         "batchnorm",
-        "batch normalization (standalone; folded into the layer before it when hls4ml can)",
-        ("BatchNormalization",),
+        "batch normalization (standalone; folded into the layer before it when hls4ml can), and the per-channel "
+        "scale of QKeras' default alpha (auto_po2)",
+        ("BatchNormalization", "ApplyAlpha"),
         ("BatchNormalization", "QBatchNormalization"),
     ),
     OpKind(

@@ -9,11 +9,12 @@ def register(sub) -> None:
     p = sub.add_parser(
         "check",
         help="list a model's layers and what each becomes; refuse what cannot be compiled (seconds, no compile)",
-        description="Read the model's architecture (no TensorFlow, no HLS compile) and list each layer with its "
-        "quantizers and the fixed-point type it will get. Exit status 2 with one line naming the first layer "
+        description="Read the model's architecture, list each layer with its quantizers and the fixed-point type it "
+        "will get, then load it with its weights (no HLS compile). Exit status 2 with one line naming the first layer "
         "that cannot become a verified accelerator. `build` runs the same check first.",
     )
-    p.add_argument("model", help="zoo name, architecture .json, or full-model .h5")
+    p.add_argument("model", nargs="?", help="zoo name, architecture .json, or full-model .h5")
+    p.add_argument("--supported", action="store_true", help="print the supported layers and quantizers, and exit")
     p.add_argument("--weights", help="weights .h5 for a .json MODEL")
     p.add_argument("--config", help="YAML build configuration to check against the model")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -25,6 +26,15 @@ def run(args) -> int:
     from ..build_config import load_config
     from ..model_check import check_model
 
+    if args.supported:
+        from ..model_check import support_table_markdown
+
+        print(support_table_markdown(), end="")
+        return 0
+    if not args.model:
+        from lepton_host.errors import LeptonError
+
+        raise LeptonError("check needs a MODEL (zoo name, .json or .h5), or --supported")
     cfg = load_config(args.config) if args.config else None
     spec = resolve_model(args.model, args.weights)
     report = check_model(spec.files, io_type=cfg.io_type if cfg is not None else "io_parallel")
@@ -33,6 +43,13 @@ def run(args) -> int:
     else:
         print_report(report)
     check_spec(spec, cfg)  # raises the one-line refusal (exit 2)
+    from ..build import check_loaded
+    from ..keras_io import load_keras
+    from ..progress import stdout_to_stderr
+
+    with stdout_to_stderr():
+        model = load_keras(spec.files)  # the weights fit, and the rules that need shapes
+    check_loaded(model)
     return 0
 
 

@@ -204,6 +204,22 @@ def separable_1d():
     return tf.keras.Model(inp, out)
 
 
+def default_alpha_gap():
+    """QKeras' default alpha (auto_po2, hls4ml's ApplyAlpha) on a conv and a dense, and a global average over 9
+    positions (not a power of two: never bit-exact, argmax agreement instead)."""
+    import tensorflow as tf
+    from qkeras import QActivation, QConv2D, QDense, quantized_bits
+
+    _seed(20)
+    inp = tf.keras.Input((5, 5, 1), name="x")
+    h = QConv2D(4, 3, kernel_quantizer=quantized_bits(6, 0), bias_quantizer=quantized_bits(6, 0), name="conv")(inp)
+    h = QActivation("quantized_relu(6,2)", name="relu1")(h)
+    h = tf.keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    h = QDense(3, kernel_quantizer=quantized_bits(6, 0), bias_quantizer=quantized_bits(6, 0), name="fc")(h)
+    out = tf.keras.layers.Activation("softmax", name="sm")(h)
+    return tf.keras.Model(inp, out)
+
+
 def float_mlp():
     import tensorflow as tf
 
@@ -229,6 +245,8 @@ MODELS: tuple[LayerModel, ...] = (
                            "dense"), spatial),
     LayerModel("separable_1d", ("depthwise1d", "conv1d", "activation", "upsample", "crop", "global_pool", "dense"),
                separable_1d),
+    LayerModel("default_alpha_gap", ("conv2d", "batchnorm", "activation", "global_pool", "dense", "softmax"),
+               default_alpha_gap, note="average over 9 positions: argmax agreement"),
     LayerModel("float_mlp", ("dense", "activation", "softmax"), float_mlp, note="float model: profiled types"),
 )
 
