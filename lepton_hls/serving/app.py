@@ -224,14 +224,19 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
         if declared is not None and declared.isdigit() and int(declared) > opts.max_body_bytes:
             raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {opts.max_body_bytes}")
         chunks, size = [], 0
+
+        async def receive_all() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > opts.max_body_bytes:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {opts.max_body_bytes} bytes")
+                chunks.append(chunk)
+
         try:
-            async with asyncio.timeout(opts.body_timeout_s):
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > opts.max_body_bytes:
-                        raise PayloadTooLarge(f"request body exceeds the limit of {opts.max_body_bytes} bytes")
-                    chunks.append(chunk)
-        except TimeoutError:
+            # wait_for, not asyncio.timeout: the board's Python is 3.10
+            await asyncio.wait_for(receive_all(), opts.body_timeout_s)
+        except asyncio.TimeoutError:
             raise RequestTimeout(f"request body did not arrive within {opts.body_timeout_s:.3g} s "
                                  f"({size} bytes came)") from None
         request.scope[_BODY_READ] = True
