@@ -51,6 +51,7 @@ CLOUD_STOP_S = 3.0
 WORKERS = 4
 PAUSE_S = 0.01  # per worker between requests: a bounded load
 GOAL_RECOVERY_S = 2.0
+POLL_S = 0.03  # how often the gateway's /metrics are read for fault transitions
 
 
 def free_port() -> int:
@@ -162,7 +163,7 @@ async def watch(url: str, until: float, events: list) -> None:
                         seen[kind] = v
             except Exception:
                 pass
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(POLL_S)
 
 
 async def cloud_actions(actions: list, t0: float, procs: dict, log: dict) -> None:
@@ -239,6 +240,7 @@ def main(argv=None) -> int:
                       "--cloud", cloud_url, "--health-interval-ms", "100", "--breaker-reset-s", "1",
                       "--cloud-timeout-ms", "1000", *fault_args, log=log)
         t0 = wait_ready(gw_url, gateway)
+        mono_minus_wall = time.monotonic() - time.time()
         print(f"servers up; load for about {kill_at + 20:.0f} s", flush=True)
 
         records: list[Record] = []
@@ -261,6 +263,8 @@ def main(argv=None) -> int:
         asyncio.run(run())
         t_end = time.monotonic()
         metrics = __import__("httpx").get(gw_url + "/metrics").text
+        found = re.findall(r"lepton_gateway_fault_schedule_start_time_seconds ([0-9.e+]+)", metrics)
+        schedule_start = float(found[0]) if found else 0.0
     finally:
         stop(gateway)
         stop(procs.get("cloud"))
@@ -292,7 +296,12 @@ def main(argv=None) -> int:
 
     # ---- per phase ---------------------------------------------------------------------------------------
     first_inject = next((t for t, kind, what in events if what == "inject"), None)
-    offset = (first_inject - (t0 + BASELINE_S)) if first_inject is not None else 0.0
+    # Phases on the gateway's own schedule clock (its start, in Unix time, from /metrics), so a request sent
+    # as a fault began counts in that fault's row; without it, from when the first fault was seen.
+    if schedule_start:
+        offset = schedule_start + mono_minus_wall - t0
+    else:
+        offset = (first_inject - (t0 + BASELINE_S)) if first_inject is not None else 0.0
     clears = [(t, kind) for t, kind, what in events if what == "clear"]
     rows = []
     for label, start, end, fault in phases:
@@ -311,7 +320,7 @@ def main(argv=None) -> int:
                 want = t0 + offset + fault[2]
                 kind = fault[1]
                 cl = [t for t, k in clears if k == kind and abs(t - want) < 1.0]
-                cleared = cl[0] if cl else want
+                cleared = want if schedule_start else (cl[0] if cl else want)
                 edge_gone = [r for _, r in mine if r.sent < cleared and r.kind == "in" and r.status == 200
                              and r.params.get("served_by") != "edge"]
                 went_out = bool(edge_gone)

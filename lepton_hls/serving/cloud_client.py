@@ -256,6 +256,12 @@ class CloudClient:
             # The exception's own text may carry the cloud's address: the type says enough to the caller.
             self._count(kind, "connect_error")
             raise UpstreamError(f"the cloud is unreachable ({type(e).__name__})", None) from None
+        except (AttributeError, OSError) as e:
+            # anyio (4.x, under httpcore) raises AttributeError when a pooled keep-alive connection's transport
+            # closed under it (a cloud stopped and continued, or restarted): as unreachable as a refused connect,
+            # and worth a retry on another connection rather than a 500 to the caller.
+            self._count(kind, "connect_error")
+            raise UpstreamError(f"the cloud connection broke ({type(e).__name__})", None) from None
         if r.status_code != 200:
             self._count(kind, str(r.status_code))
             msg = self._scrub(error_message(r.content, r.reason_phrase))

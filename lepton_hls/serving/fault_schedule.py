@@ -120,6 +120,7 @@ class FaultSchedule:
     faults: list[ScheduledFault]
     active: set = field(default_factory=set)  # indices into `faults` injected now
     log: list = field(default_factory=list)  # (elapsed, "inject" | "clear", spec)
+    started_at: float | None = None  # Unix time at which `run` began (elapsed 0)
 
     def step(self, elapsed: float) -> list[tuple[str, ScheduledFault]]:
         """Inject the faults whose window holds `elapsed`, clear those whose window has passed. -> changes."""
@@ -150,6 +151,7 @@ class FaultSchedule:
     async def run(self, on_change=None, clock=time.monotonic) -> None:
         """Follow the schedule from now (elapsed 0) on the running loop until nothing more will change."""
         t0 = clock()
+        self.started_at = time.time()
         elapsed = 0.0
         while True:
             for what, f in self.step(elapsed):

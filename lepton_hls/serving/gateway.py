@@ -101,7 +101,9 @@ class EdgeService:
             self.auditor.start_window()
         self._health_task = self._loop.create_task(self._health_loop())
         if self.fault_schedule is not None:
-            self._schedule_task = self._loop.create_task(self.fault_schedule.run(self._fault_changed))
+            schedule = self.fault_schedule
+            self.metrics.fault_schedule_start.set_function(lambda: schedule.started_at or 0.0)
+            self._schedule_task = self._loop.create_task(schedule.run(self._fault_changed))
 
     async def stop(self) -> None:
         for task in (self._health_task, self._schedule_task):

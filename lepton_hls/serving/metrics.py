@@ -67,6 +67,10 @@ class ServingMetrics:
             f"{p}_audit", "Edge answers re-computed on the bit-exact emulator: audited, mismatches, dropped",
             ["outcome"], registry=r,
         )
+        self.fault_schedule_start = Gauge(
+            f"{p}_fault_schedule_start_time_seconds", "Unix time at which the fault schedule's clock started",
+            registry=r,
+        )
         self.fault_injected = Gauge(
             f"{p}_fault_injected", "Scheduled emulated-board fault active now (serve --fault)", ["kind"], registry=r
         )
