@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         procs["cloud"] = cli("cloud", str(pkg), "--port", str(cloud_port), log=log)
         wait_ready(cloud_url, procs["cloud"])
         fault_args = [a for s in schedule for a in ("--fault", s)]
-        gateway = cli("serve", str(pkg), "--board", "emulated-board", "--engine", "fast", "--port", str(gw_port),
+        gateway = cli("serve", str(pkg), "--target", "emulated-board", "--engine", "fast", "--port", str(gw_port),
                       "--cloud", cloud_url, "--health-interval-ms", "100", "--breaker-reset-s", "1",
                       "--cloud-timeout-ms", "1000", *fault_args, log=log)
         t0 = wait_ready(gw_url, gateway)

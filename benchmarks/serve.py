@@ -235,7 +235,7 @@ def main() -> int:
     cloud_url = f"http://127.0.0.1:{cloud_port}"
     cloud = start(["cloud", str(package), "--port", str(cloud_port)], cloud_url, logs / "cloud.log")
     try:
-        common = ["serve", str(package), "--board", args.board, "--engine", args.engine]
+        common = ["serve", str(package), "--target", args.board, "--engine", args.engine]
         runs = {
             "gateway_batch1": common + ["--max-batch-size", "1", "--max-queue-delay-ms", "0", "--mode", "edge"],
             "gateway_dynamic": common + ["--max-batch-size", str(args.concurrency), "--max-queue-delay-ms", "1",

@@ -65,7 +65,7 @@ def test_verify_package_refuses_zero_samples_from_python(pkg):
 def test_predict_refuses_batches_that_are_not_samples_of_numbers(pkg, tmp_path, array, words):
     path = tmp_path / "x.npy"
     np.save(path, array)
-    refused(cli("predict", pkg, "--input", path, "--backend", "emulator"), "predict", str(path), *words)
+    refused(cli("predict", pkg, "--input", path, "--target", "emulator"), "predict", str(path), *words)
 
 
 def test_predict_refuses_nan_and_inf_rows_naming_how_many(pkg, tmp_path):
@@ -76,27 +76,27 @@ def test_predict_refuses_nan_and_inf_rows_naming_how_many(pkg, tmp_path):
     x[31, 15] = -np.inf
     path = tmp_path / "x.npy"
     np.save(path, x)
-    line = refused(cli("predict", pkg, "--input", path, "--backend", "emulator"), "predict", "3 of 40 rows",
+    line = refused(cli("predict", pkg, "--input", path, "--target", "emulator"), "predict", "3 of 40 rows",
                    "NaN or inf", "3, 17, 31")
     assert "RuntimeWarning" not in line
 
 
 def test_predict_refuses_an_output_in_a_missing_folder(pkg, good_batch, tmp_path):
     out = tmp_path / "missing" / "y.npy"
-    refused(cli("predict", pkg, "--input", good_batch, "--backend", "emulator", "--output", out), "predict",
+    refused(cli("predict", pkg, "--input", good_batch, "--target", "emulator", "--output", out), "predict",
             str(out.parent), "does not exist")
     assert not out.parent.exists()
 
 
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
 def test_predict_refuses_a_timeout_that_is_not_a_positive_number(pkg, good_batch, value):
-    refused(cli("predict", pkg, "--input", good_batch, "--backend", "emulated-board", "--timeout", value),
+    refused(cli("predict", pkg, "--input", good_batch, "--target", "emulated-board", "--timeout", value),
             "predict", "--timeout")
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_predict_refuses_max_batch_below_one(pkg, good_batch, value):
-    refused(cli("predict", pkg, "--input", good_batch, "--backend", "emulated-board", "--max-batch", value),
+    refused(cli("predict", pkg, "--input", good_batch, "--target", "emulated-board", "--max-batch", value),
             "predict", "--max-batch", value)
 
 
@@ -104,6 +104,15 @@ def test_predict_accepts_a_good_batch_and_writes_it(pkg, good_batch, tmp_path):
     from lepton_hls.package import load
 
     out = tmp_path / "y.npy"
-    proc = cli("predict", pkg, "--input", good_batch, "--backend", "emulator", "--output", out)
+    proc = cli("predict", pkg, "--input", good_batch, "--target", "emulator", "--output", out)
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(np.load(out), load(pkg).predict(np.load(good_batch)))
+
+
+def test_old_inference_path_spelling_still_works_with_a_note(pkg, good_batch, tmp_path):
+    """`predict --backend emulator` (the inference path's old name) runs as `--target emulator`, with one note."""
+    out = tmp_path / "y.npy"
+    proc = cli("predict", pkg, "--input", good_batch, "--backend", "emulator", "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    notes = [l for l in proc.stderr.splitlines() if "deprecated" in l]
+    assert len(notes) == 1 and "--target emulator" in notes[0]

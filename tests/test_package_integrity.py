@@ -73,7 +73,7 @@ def test_edited_weight_text_is_refused_by_the_c_simulation(pkg):
     rel = weights.relative_to(pkg).as_posix()
     with pytest.raises(ChecksumError, match=f"sha256 mismatch for {rel}.*rebuild"):
         load_emulator(pkg, "csim")
-    one_line_refusal(cli("predict", pkg, "--input", _batch(pkg), "--backend", "emulator", "--engine", "csim"), rel)
+    one_line_refusal(cli("predict", pkg, "--input", _batch(pkg), "--target", "emulator", "--engine", "csim"), rel)
 
 
 @pytest.mark.parametrize("rel", ["emulation/evil.so", "emulation/weights/w2.txt", "hls/firmware/weights/w9.txt"])
@@ -83,7 +83,7 @@ def test_dropped_in_file_beside_the_c_simulation_is_refused(pkg, rel):
         (pkg / "hls/firmware/weights").glob("*.txt"))[0], pkg / rel)
     with pytest.raises(ChecksumError, match=f"{rel} is not listed in its manifest.*remove it, or rebuild"):
         load_emulator(pkg, "csim")
-    line = one_line_refusal(cli("predict", pkg, "--input", _batch(pkg), "--backend", "emulator"), rel)
+    line = one_line_refusal(cli("predict", pkg, "--input", _batch(pkg), "--target", "emulator"), rel)
     assert "lepton-hls build" in line
 
 
@@ -141,7 +141,7 @@ def test_edited_serving_json_is_refused_with_the_command_that_records_it(pkg, tm
     (pkg / "serving.json").write_text(json.dumps({"routing": {"check_range": False}}))
     with pytest.raises(ChecksumError, match="sha256 mismatch for serving.json.*lepton-hls serving-policy"):
         load_manifest(pkg)
-    one_line_refusal(cli("predict", pkg, "--input", _batch(pkg), "--backend", "emulator"), "serving.json",
+    one_line_refusal(cli("predict", pkg, "--input", _batch(pkg), "--target", "emulator"), "serving.json",
                      "serving-policy")
     # Recording a new policy repairs it; nothing else is blessed along the way.
     assert cli("serving-policy", pkg, _policy(tmp_path, check_range=False)).returncode == 0

@@ -160,14 +160,14 @@ def test_failed_fidelity_is_recorded_in_the_manifest(failed_package):
 def test_predict_refuses_a_failed_package_unless_allowed(failed_package, tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.random.default_rng(0).standard_normal((6, 16)))
-    r = cli("predict", failed_package, "-i", x, "--backend", "emulator")
+    r = cli("predict", failed_package, "-i", x, "--target", "emulator")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert str(failed_package) in lines[0] and "identical rows 0.0000 (needs >= 1.0)" in lines[0]
     assert "--allow-unverified" in lines[0]
 
-    r = cli("predict", failed_package, "-i", x, "--backend", "emulator", "--allow-unverified", "-o", tmp_path / "y.npy")
+    r = cli("predict", failed_package, "-i", x, "--target", "emulator", "--allow-unverified", "-o", tmp_path / "y.npy")
     assert r.returncode == 0, r.stderr[-2000:]
     warnings = [l for l in r.stderr.splitlines() if "warning" in l]
     assert len(warnings) == 1 and "failed its fidelity check" in warnings[0] and str(failed_package) in warnings[0]
@@ -178,10 +178,10 @@ def test_serve_refuses_a_failed_package_unless_allowed(failed_package, capsys):
     from lepton_hls.cli import build_parser
     from lepton_hls.commands.serve import build_gateway
 
-    args = build_parser().parse_args(["serve", str(failed_package), "--board", "emulator"])
+    args = build_parser().parse_args(["serve", str(failed_package), "--target", "emulator"])
     with pytest.raises(UnverifiedPackageError, match="--allow-unverified"):
         build_gateway(args)
-    args = build_parser().parse_args(["serve", str(failed_package), "--board", "emulator", "--allow-unverified"])
+    args = build_parser().parse_args(["serve", str(failed_package), "--target", "emulator", "--allow-unverified"])
     _, _, backend = build_gateway(args)
     backend.close()
     assert "lepton-hls serve: warning:" in capsys.readouterr().err

@@ -83,13 +83,14 @@ def test_predict_command_on_the_emulated_board_and_the_emulator(tiny, dev, tmp_p
     np.save(tmp_path / "x.npy", x)
     for backend in ("emulated-board", "emulator"):
         out = tmp_path / f"y_{backend}.npy"
-        rc = main(["predict", str(pkg), "--input", str(tmp_path / "x.npy"), "--backend", backend,
+        rc = main(["predict", str(pkg), "--input", str(tmp_path / "x.npy"), "--target", backend,
                    "--engine", "csim", "--output", str(out)])
         assert rc == 0
         np.testing.assert_array_equal(np.load(out), reference(x))
     assert "6 samples on" in capsys.readouterr().out
     np.save(tmp_path / "bad.npy", np.zeros((2, 15)))
-    rc = main(["predict", str(pkg), "--input", str(tmp_path / "bad.npy"), "--backend", "emulated-board"])
+    rc = main(["predict", str(pkg), "--input", str(tmp_path / "bad.npy"), "--target", "emulated-board",
+               "--engine", "csim"])  # this hand-made package carries the C simulation only
     assert rc == 2
     assert "(N, 16)" in capsys.readouterr().err
 

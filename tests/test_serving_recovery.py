@@ -80,7 +80,7 @@ def test_overlapping_faults_of_one_kind_are_refused():
 
 
 def test_serve_refuses_a_bad_fault_in_one_line_with_exit_status_2(tmp_path):
-    for extra in (["--board", "emulated-board", "--fault", "corrupt:mask=0@1"], ["--fault", "hang@1"]):
+    for extra in (["--target", "emulated-board", "--fault", "corrupt:mask=0@1"], ["--fault", "hang@1"]):
         r = subprocess.run([sys.executable, "-m", "lepton_hls.cli", "serve", str(tmp_path), "--port", "0", *extra],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, r.stderr

@@ -20,13 +20,16 @@ from .errors import EmulationError, InputShapeError, LeptonError
 from .manifest import load_manifest
 from .selftest import SelfTestResult, golden_vectors, run_self_test
 
-KINDS = ("auto", "board", "emulated-board", "emulator")
+KINDS = ("auto", "board", "emulated-board", "emulator")  # where inference runs: `--target` on the command line
+# The bit-exact model behind the emulated board and the emulator, whichever entry point opens them: the fast
+# engine (bit-identical to the C simulation, ~100x faster); "csim" and "rtl" on request.
+DEFAULT_ENGINE = "fast"
 
 
 class EmulatorBackend:
     """The package's bit-exact emulator on the host CPU: no board, no pynq."""
 
-    def __init__(self, package_dir, engine: str = "fast"):
+    def __init__(self, package_dir, engine: str = DEFAULT_ENGINE):
         from .emulator import load_emulator
 
         self.package_dir = Path(package_dir)
@@ -89,7 +92,7 @@ class BoardBackend:
             self.accelerator.close()
 
 
-def emulated_board_backend(package_dir, engine: str = "csim", **load_kw) -> BoardBackend:
+def emulated_board_backend(package_dir, engine: str = DEFAULT_ENGINE, **load_kw) -> BoardBackend:
     """Switch the emulated board on, attach the package's bit-exact model (`csim` or `fast`) to it, and load
     the package through the real pynq library."""
     from . import board
@@ -112,7 +115,7 @@ def real_board_available() -> bool:
         return False
 
 
-def open_backend(package_dir, kind: str = "auto", engine: str = "csim", **load_kw) -> Backend:
+def open_backend(package_dir, kind: str = "auto", engine: str = DEFAULT_ENGINE, **load_kw) -> Backend:
     """The backend of `kind` for a package (see KINDS)."""
     if kind not in KINDS:
         raise EmulationError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")
@@ -128,5 +131,5 @@ def open_backend(package_dir, kind: str = "auto", engine: str = "csim", **load_k
     if not real:
         from .runtime import DeviceMissingError
 
-        raise DeviceMissingError("pynq finds no board here; use --backend emulated-board or emulator")
+        raise DeviceMissingError("pynq finds no board here; use --target emulated-board or emulator")
     return BoardBackend(package_dir, device=real[0], name="board", **load_kw)

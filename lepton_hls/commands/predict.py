@@ -8,9 +8,6 @@ from pathlib import Path
 
 from lepton_host.errors import LeptonError
 
-BACKENDS = ("auto", "board", "emulated-board", "emulator")
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
@@ -21,10 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("package", metavar="DIR", help="overlay package directory")
     p.add_argument("--input", "-i", required=True, metavar="X.npy", help="input batch (numpy .npy)")
     p.add_argument("--output", "-o", metavar="Y.npy", help="write the outputs here (numpy .npy)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
-    p.add_argument("--engine", choices=("csim", "fast", "rtl"), default=None,
-                   help="bit-exact model behind the emulated board or emulator (default: csim for the emulated "
-                   "board, fast for the emulator)")
+    from ._target import add_target_arguments
+
+    add_target_arguments(p, legacy="--backend")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds a DMA transfer may take (board backends)")
     p.add_argument("--max-batch", type=int, default=None, help="samples per DMA transfer (board backends)")
     p.add_argument("--allow-unverified", action="store_true",
@@ -89,16 +85,18 @@ def run(args) -> int:
 
     from lepton_host.backends import open_backend
 
+    from ._target import resolve_target
+
     check_options(args)
+    target, engine = resolve_target(args, "predict")
     x = read_batch(Path(args.input))
-    engine = args.engine or ("fast" if args.backend == "emulator" else "csim")
     load_kw = {}
-    if args.backend in ("board", "emulated-board"):
+    if target in ("board", "emulated-board"):
         load_kw = {"timeout_s": args.timeout}
         if args.max_batch is not None:
             load_kw["max_batch"] = args.max_batch
     check_package_verified(args.package, args.allow_unverified, "predict")
-    backend = open_backend(args.package, kind=args.backend, engine=engine, **load_kw)
+    backend = open_backend(args.package, kind=target, engine=engine, **load_kw)
     try:
         y = backend.predict(x)
     finally:

@@ -18,10 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--cloud", metavar="URL", help="cloud OIP server, e.g. http://10.0.0.5:8001 (none: edge only)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--board", default="auto", choices=("auto", "board", "emulated-board", "emulator"),
-                   help="edge backend (default: a real board when pynq finds one, else the emulator)")
-    p.add_argument("--engine", default="fast", choices=("fast", "csim", "rtl"),
-                   help="bit-exact model behind the emulated board or the emulator")
+    from ._target import add_target_arguments
+
+    add_target_arguments(p, legacy="--board")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch-size", type=int, default=64)
     g.add_argument("--max-queue-delay-ms", type=float, default=0.5)
@@ -82,11 +81,14 @@ def build_gateway(args):
     from lepton_hls.serving.gateway import GatewayConfig, create_gateway
     from lepton_hls.serving.routing import RoutingPolicy
 
+    from ._target import resolve_target
+
+    args.target, args.engine = resolve_target(args, "serve")
     faults = parse_schedule(getattr(args, "fault", None))  # before loading anything: a bad spec is one line
-    if faults and args.board != "emulated-board":
+    if faults and args.target != "emulated-board":
         from lepton_hls.serving.fault_schedule import FaultSpecError
 
-        raise FaultSpecError("--fault needs --board emulated-board (faults are injected into the emulated board)")
+        raise FaultSpecError("--fault needs --target emulated-board (faults are injected into the emulated board)")
     manifest = load_manifest(args.package)
     from .predict import check_package_verified
 
@@ -121,7 +123,7 @@ def build_gateway(args):
         server=ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
                              token=args.token or os.environ.get(TOKEN_ENV) or None),
     )
-    backend = open_edge_backend(args.package, args.board, args.engine)
+    backend = open_edge_backend(args.package, args.target, args.engine)
     if faults:
         from lepton_hls.serving.fault_schedule import FaultSchedule
 

@@ -1,4 +1,4 @@
-"""Board faults on a schedule, for `serve --board emulated-board --fault KIND[:key=value,...]@START[-END]`.
+"""Board faults on a schedule, for `serve --target emulated-board --fault KIND[:key=value,...]@START[-END]`.
 
 START and END are seconds after the gateway starts serving; without END the fault stays. Kinds and their
 parameters are the emulated board's (lepton_host.board.faults): hang, short (keep_fraction), corrupt (mask or

@@ -75,5 +75,6 @@ def check_serve_args(args) -> None:
         from .fault_schedule import FaultSpecError, parse_schedule
 
         parse_schedule(args.fault)
-        if args.board != "emulated-board":
-            raise FaultSpecError("--fault needs --board emulated-board (faults are injected into the emulated board)")
+        target = getattr(args, "target", None) or getattr(args, "legacy_target", None)
+        if target != "emulated-board":
+            raise FaultSpecError("--fault needs --target emulated-board (faults are injected into the emulated board)")
