@@ -12,19 +12,15 @@ import yaml
 
 from lepton_host.errors import LeptonError
 
+from . import boards
+
 BACKENDS = ("Vitis", "Vivado", "VivadoAccelerator")
 IO_TYPES = ("io_parallel", "io_stream")
 STRATEGIES = ("Latency", "Resource", "distributed_arithmetic")
 
-# Board -> (FPGA part, default PL clock in ns). PYNQ-Z2 is the first target; the UltraScale+ boards are served by
-# the same flow.
-BOARDS = {
-    "pynq-z2": ("xc7z020clg400-1", 10.0),
-    "zcu104": ("xczu7ev-ffvc1156-2-e", 5.0),
-    "kv260": ("xck26-sfvc784-2LV-c", 5.0),
-    "zcu102": ("xczu9eg-ffvb1156-2-e", 5.0),
-}
-DEFAULT_PART, DEFAULT_CLOCK_NS = BOARDS["pynq-z2"]
+# Board -> (FPGA part, default HLS clock in ns), from the one board table (lepton_hls.boards).
+BOARDS = {b.name: (b.part, b.hls_clock_ns) for b in boards.table().values()}
+DEFAULT_PART, DEFAULT_CLOCK_NS = BOARDS[boards.DEFAULT]
 
 
 class ConfigError(LeptonError):

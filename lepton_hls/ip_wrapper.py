@@ -22,10 +22,11 @@ from lepton_host.errors import LeptonError
 from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import Manifest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE_DIR = REPO_ROOT / "ip" / "hls"
+from . import resources
+
+TEMPLATE_DIR = resources.path("ip", "hls")
 CSIM_HEADER_DIR = TEMPLATE_DIR / "csim"
-TESTBENCH = REPO_ROOT / "sim" / "csim" / "tb_lepton_accel.cpp"
+TESTBENCH = resources.path("sim", "csim", "tb_lepton_accel.cpp")
 
 ACCEL_NAME = "lepton_accel"
 WORD_BITS = packing.WORD_BITS

@@ -20,12 +20,12 @@ from string import Template
 from lepton_host.errors import LeptonError
 from lepton_host.manifest import Manifest, load_manifest, sha256_file
 
-from . import ip_wrapper
+from . import boards as board_table
+from . import ip_wrapper, resources
 from .vendor import reports
 from .vendor.tools import find_tool, hls_command, run_tool, vivado_command
 
-OVERLAY_DIR = ip_wrapper.REPO_ROOT / "overlays"
-BOARDS_FILE = OVERLAY_DIR / "boards.json"
+OVERLAY_DIR = resources.path("overlays")
 
 DMA_NAME = "axi_dma_0"
 IP_INSTANCE = "lepton_accel_0"
@@ -44,14 +44,13 @@ class _TclTemplate(Template):
 
 
 def boards() -> dict[str, dict]:
-    return json.loads(BOARDS_FILE.read_text())
+    return {name: board_config(name) for name in board_table.names()}
 
 
 def board_config(name: str) -> dict:
-    table = boards()
-    if name not in table:
-        raise OverlayError(f"unknown board {name!r}; supported: {', '.join(sorted(table))}")
-    return table[name]
+    """The block-design fields of a board, with its part and description (one table: lepton_hls.boards)."""
+    b = board_table.get(name)
+    return {"description": b.description, "part": b.part, **b.overlay}
 
 
 def dma_length_width(max_bytes: int) -> int:

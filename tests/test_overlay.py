@@ -163,6 +163,8 @@ BOARDS = {
                "SAXIGP2/HP0_DDR_LOW", 0xA0000000),
     "kv260": ("zynq_ultra_ps_e_0", "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ", "M_AXI_HPM0_FPD", "S_AXI_HP0_FPD",
               "SAXIGP2/HP0_DDR_LOW", 0xA0000000),
+    "zcu102": ("zynq_ultra_ps_e_0", "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ", "M_AXI_HPM0_FPD", "S_AXI_HP0_FPD",
+               "SAXIGP2/HP0_DDR_LOW", 0xA0000000),
 }  # fmt: skip
 
 
@@ -178,7 +180,7 @@ def test_block_design_has_the_blocks_connections_addresses_and_clock(package, bo
     assert rec.cells[ps].split(":")[2] in ("processing_system7", "zynq_ultra_ps_e")
     board_part = next(a for a in rec.named("set_property") if a[0] == "board_part")[1]
     assert board_part == {"pynq-z2": "tul.com.tw:pynq-z2:part0:*", "zcu104": "xilinx.com:zcu104:part0:*",
-                          "kv260": "xilinx.com:kv260_som:part0:*"}[board]  # fmt: skip
+                          "kv260": "xilinx.com:kv260_som:part0:*", "zcu102": "xilinx.com:zcu102:part0:*"}[board]  # fmt: skip
     assert {"ps_ctrl_interconnect", "dma_mem_interconnect", "rst_ps_pl"} <= set(rec.cells)
 
     # Streams through the accelerator, control from the PS, data to DDR through the high-performance port.
@@ -255,8 +257,23 @@ def test_batch_beyond_the_dma_length_register_is_refused(package):
 
 
 def test_unknown_board_is_refused(package):
-    with pytest.raises(overlay.OverlayError, match="supported: kv260, pynq-z2, zcu104"):
+    from lepton_hls.boards import UnknownBoardError
+
+    with pytest.raises(UnknownBoardError, match="supported: kv260, pynq-z2, zcu102, zcu104"):
         overlay.write_overlay_project(package, "zedboard", csim=False)
+
+
+def test_one_board_table_for_build_rtl_and_overlay():
+    """build's part and clock, rtl's fabric and overlay's block design come from the same entry, for every board."""
+    from lepton_hls import boards, build_config
+    from lepton_hls.rtl import build as rtl_build  # noqa: F401  (reads the same table)
+
+    for name in boards.names():
+        b = boards.get(name)
+        cfg = build_config.load_config(None, board=name)
+        assert (cfg.part, cfg.clock_ns) == (b.part, b.hls_clock_ns)
+        design = overlay.board_config(name)
+        assert design["part"] == b.part and design["board_part"] and b.lut > 0 and b.dsp > 0
 
 
 # ---- the command at the tool boundary ----------------------------------------------------------------------

@@ -24,14 +24,11 @@ from ..progress import Progress
 from .errors import RtlToolError
 from .toolchain import verilator_env, verilator_version
 from .tracer import Traced
+from .. import boards
 
 RTL_JSON = "rtl.json"
 CORE_NAME = "lepton_core"
-# Zynq-7020 (PYNQ-Z2) fabric: what "fits the board" is judged against.
-BOARDS = {
-    "pynq-z2": {"part": "xc7z020clg400-1", "lut": 53200, "ff": 106400, "dsp": 220},
-    "zcu102": {"part": "xczu9eg-ffvb1156-2-e", "lut": 274080, "ff": 548160, "dsp": 2520},
-}
+
 
 
 @dataclass
@@ -99,7 +96,7 @@ def build_rtl(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     cutoff = float(latency_cutoff if latency_cutoff is not None else clock_ns)
-    part = BOARDS.get(board, BOARDS["pynq-z2"])["part"]
+    part = boards.get(board).part
     quiet = io.StringIO()
     with progress.step(f"pipeline the core for {clock_ns:g} ns and write its Verilog"):
         with contextlib.redirect_stdout(quiet):
@@ -128,7 +125,8 @@ def build_rtl(
                       part_name=part).write()
     kin, kout = _io_kifs(pipe)
     stages = len(pipe.solutions)
-    res = BOARDS.get(board, BOARDS["pynq-z2"])
+    b = boards.get(board)  # the fabric "fits the board" is judged against
+    res = {"part": b.part, "lut": b.lut, "ff": b.ff, "dsp": b.dsp, "bram36": b.bram36}
     lut, ff = int(round(traced.comb.cost)), int(pipe.reg_bits)
     report = RtlReport(
         core=CORE_NAME,

@@ -15,7 +15,8 @@ from lepton_host.errors import LeptonError, ManifestError
 from lepton_host.manifest import MANIFEST_NAME, load_manifest
 from lepton_host.rtl_emulator import RtlEmulator
 
-from .build import BOARDS, RtlReport, build_rtl
+from .. import boards
+from .build import RtlReport, build_rtl
 from .graph import load_engine_ir
 from .tracer import trace
 
@@ -105,7 +106,7 @@ def rtl_package(
         raise ManifestError(f"{root} is not a package directory (run `lepton-hls build MODEL --out {root}` first)")
     manifest = load_manifest(root) if (root / MANIFEST_NAME).is_file() else None
     if board is None:
-        board = (manifest.hls.board if manifest and manifest.hls.board in BOARDS else None) or "pynq-z2"
+        board = (manifest.hls.board if manifest and manifest.hls.board in boards.names() else None) or boards.DEFAULT
     t0 = time.perf_counter()
     with step("trace the package's engine graph into logic"):
         traced = trace(load_engine_ir(root / "engine"))
