@@ -3,6 +3,8 @@
 Each tool is looked up on PATH with `shutil.which`; a missing one raises `ToolNotFoundError` naming it and
 how to get it on PATH. A run streams the tool's output line by line to a log file (and to a progress
 callback), so a build that takes an hour shows where it is, and a failure names the log and quotes its tail.
+A run has a time limit (24 h unless LEPTON_VENDOR_TIMEOUT_S or the caller says otherwise): a tool that hangs
+on a licence server or a stuck job is stopped with every process it started.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lepton_host.errors import LeptonError
+
+from ..bounded_run import Deadline, check_timeout, describe_seconds, timeout_from_env
 
 SETTINGS_HINT = {
     "vitis-run": "source <Vitis install>/settings64.sh (Vitis 2024.2 or newer, e.g. /tools/Xilinx/Vitis/2024.2)",
@@ -38,6 +42,15 @@ class ToolNotFoundError(LeptonError):
 
 class ToolFailedError(LeptonError):
     """A vendor tool ran and exited with an error."""
+
+
+class ToolTimeoutError(ToolFailedError):
+    """A vendor tool ran past its time limit and was stopped, with the processes it started."""
+
+
+TIMEOUT_ENV = "LEPTON_VENDOR_TIMEOUT_S"
+# Synthesis and implementation of a large design legitimately take hours; a day means something is stuck.
+DEFAULT_TIMEOUT_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -94,10 +107,16 @@ def run_tool(
     progress: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
     tail_lines: int = 20,
+    timeout_s: float | None = None,
 ) -> ToolRun:
     """Run a tool to completion, streaming its merged stdout/stderr to `log` and `progress`.
 
-    Raises ToolFailedError (with the log's tail) when it exits non-zero."""
+    Raises ToolFailedError (with the log's tail) when it exits non-zero, ToolTimeoutError when it runs past
+    `timeout_s` (default: $LEPTON_VENDOR_TIMEOUT_S, else 24 h)."""
+    if timeout_s is None:
+        limit = timeout_from_env(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+    else:
+        limit = check_timeout(timeout_s, "timeout_s")
     cwd, log = Path(cwd), Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=tail_lines)
@@ -108,19 +127,29 @@ def run_tool(
         try:
             proc = subprocess.Popen(
                 list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                env=env, errors="replace",
+                env=env, errors="replace", start_new_session=True,
             )  # fmt: skip
         except OSError as e:
             raise ToolFailedError(f"could not start {argv[0]}: {e}") from None
         assert proc.stdout is not None
-        for line in proc.stdout:
-            logf.write(line)
-            line = line.rstrip("\n")
-            tail.append(line)
-            if progress is not None:
-                progress(line)
-        rc = proc.wait()
+        # The output ends when the last process of the tool's group holding it has gone, on a kill too.
+        with Deadline(proc, limit) as deadline:
+            for line in proc.stdout:
+                logf.write(line)
+                line = line.rstrip("\n")
+                tail.append(line)
+                if progress is not None:
+                    progress(line)
+            rc = proc.wait()
+        if deadline.expired:
+            logf.write(f"\n# stopped after {describe_seconds(limit)}: the time limit ({TIMEOUT_ENV})\n")
     run = ToolRun(argv=list(argv), cwd=cwd, log=log, returncode=rc, seconds=time.monotonic() - start, tail=list(tail))
+    if deadline.expired:
+        raise ToolTimeoutError(
+            f"{Path(argv[0]).name} ran past its time limit of {describe_seconds(limit)} and was stopped with the "
+            f"processes it started (full log: {log}); if it was still making progress, set {TIMEOUT_ENV} to more "
+            f"seconds"
+        )
     if rc != 0:
         quoted = "\n  ".join(run.tail[-8:])
         raise ToolFailedError(f"{Path(argv[0]).name} exited with status {rc} (full log: {log}); last lines:\n  {quoted}")
