@@ -2,7 +2,9 @@
 // packed-word format of docs/package-layout.md ("Numbers on the wire"), the same as the HLS wrapper:
 // 32-bit words of IN_LANE-bit input lanes / OUT_LANE-bit output lanes, little-endian, sample-major and
 // continuous across samples. The input word carrying TLAST ends the batch (its unused lanes are padding; a
-// sample cut short by it is finished on zeros); the output word holding the batch's last lane carries TLAST.
+// sample cut short by it is finished on zeros). The output packet is the batch's data words, then one check
+// word carrying TLAST: the CRC-32 of the data words (IEEE 802.3, as zlib.crc32 over their little-endian bytes),
+// computed here as they leave, so the host can tell bits flipped on the way from results.
 //
 // The core is a free-running pipeline (II = 1, no enable). Samples enter it only when the output FIFO has
 // room for every sample in flight, so downstream backpressure (m_axis_tready low) never loses a result.
@@ -27,7 +29,11 @@ module lepton_axis #(
     parameter integer CORE_OUT_SIGNED = 1,
     parameter integer OUT_SHIFT = 0,     // output-format fraction bits minus the core's (>= 0)
     parameter integer CORE_DELAY = 4,    // clock edges from a registered core input to its output
-    parameter integer FIFO_LOG2 = 4      // output FIFO of 2**FIFO_LOG2 samples (> CORE_DELAY)
+    parameter integer FIFO_LOG2 = 4,     // output FIFO of 2**FIFO_LOG2 samples (> CORE_DELAY)
+    // the check word's CRC (lepton_host/packing.py passes its constants; these are the same)
+    parameter [31:0] CRC_POLY = 32'hEDB88320,  // reflected: words are fed least significant bit first
+    parameter [31:0] CRC_INIT = 32'hFFFFFFFF,
+    parameter [31:0] CRC_XOROUT = 32'hFFFFFFFF
 ) (
     input  wire        clk,
     input  wire        aresetn,
@@ -162,11 +168,26 @@ module lepton_axis #(
         else pending <= pending + (issue_now ? 16'd1 : 16'd0) - (pop ? 16'd1 : 16'd0);
     end
 
-    // ---- lanes -> output words -------------------------------------------------------------------------------
+    // ---- lanes -> output words, then the check word ----------------------------------------------------------
+    // One data word into the running CRC, least significant bit first: 32 unrolled shift/XOR steps.
+    function [31:0] crc32_word(input [31:0] crc_in, input [31:0] word);
+        integer b;
+        reg [31:0] c;
+        begin
+            c = crc_in;
+            for (b = 0; b < 32; b = b + 1)
+                c = (c[0] ^ word[b]) ? ((c >> 1) ^ CRC_POLY) : (c >> 1);
+            crc32_word = c;
+        end
+    endfunction
+
     reg [15:0] oidx;        // lane of the head sample to send next
     reg [7:0]  out_used;
     reg [31:0] out_word;
-    wire step_out = !fifo_empty && (!m_axis_tvalid || m_axis_tready);
+    reg [31:0] crc;         // CRC of the data words sent so far in this packet
+    reg        check_due;   // the batch's data words are out: its check word goes next
+    wire out_free = !m_axis_tvalid || m_axis_tready;
+    wire step_out = !fifo_empty && !check_due && out_free;
     wire final_lane = head[OUT_BITS] && (oidx == N_OUT - 1);
     wire [31:0] lane_word = {{(32 - OUT_LANE){1'b0}}, head[oidx*OUT_LANE +: OUT_LANE]} << (out_used * OUT_LANE);
 
@@ -178,15 +199,25 @@ module lepton_axis #(
             oidx <= 0;
             out_used <= 0;
             out_word <= 0;
+            crc <= CRC_INIT;
+            check_due <= 1'b0;
             m_axis_tvalid <= 1'b0;
             m_axis_tlast <= 1'b0;
         end else begin
             if (m_axis_tvalid && m_axis_tready) m_axis_tvalid <= 1'b0;
-            if (step_out) begin
+            if (check_due && out_free) begin
+                m_axis_tdata <= crc ^ CRC_XOROUT;
+                m_axis_tvalid <= 1'b1;
+                m_axis_tlast <= 1'b1;
+                crc <= CRC_INIT;
+                check_due <= 1'b0;
+            end else if (step_out) begin
                 if (out_used == OUT_PER_WORD - 1 || final_lane) begin
                     m_axis_tdata <= out_word | lane_word;
                     m_axis_tvalid <= 1'b1;
-                    m_axis_tlast <= final_lane;
+                    m_axis_tlast <= 1'b0;
+                    crc <= crc32_word(crc, out_word | lane_word);
+                    check_due <= final_lane;
                     out_word <= 0;
                     out_used <= 0;
                 end else begin

@@ -24,6 +24,7 @@ WRAPPER = REPO / "ip" / "rtl" / "lepton_axis.v"
 def axis_parameters(rtl_info: dict) -> dict:
     """lepton_axis parameters for a core described by the package's `rtl/rtl.json`."""
     from lepton_host.fixedpoint import FixedFormat
+    from lepton_host import packing
     from lepton_host.packing import lane_bits
 
     fin, fout = FixedFormat.from_dict(rtl_info["input_format"]), FixedFormat.from_dict(rtl_info["output_format"])
@@ -46,6 +47,10 @@ def axis_parameters(rtl_info: dict) -> dict:
         "OUT_SHIFT": fout.frac - of,
         "CORE_DELAY": rtl_info["core_delay"],
         "FIFO_LOG2": max(2, int(np.ceil(np.log2(depth)))),
+        # the check word's CRC, from the one definition of the wire format
+        "CRC_POLY": f"32'h{packing.CRC32_POLY_REFLECTED:08X}",
+        "CRC_INIT": f"32'h{packing.CRC32_INIT:08X}",
+        "CRC_XOROUT": f"32'h{packing.CRC32_XOROUT:08X}",
     }
 
 

@@ -3,7 +3,8 @@
 The case file (LEPTON_COSIM_CASE, written by `runner.py`) holds raw input samples, the C simulation's raw
 outputs for them, the batch sizes and the wire formats. Batches are packed with the host packer
 (`lepton_host.packing`), streamed with random idle cycles on the input and random backpressure on the output,
-and every output word, the TLAST position and the first-output latency in cycles are checked.
+and every output word, the check word (CRC-32 of the batch's data words, recomputed here with zlib), the TLAST
+position and the first-output latency in cycles are checked.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 from lepton_host.fixedpoint import FixedFormat
-from lepton_host.packing import pack, unpack, words_for
+from lepton_host.packing import check_word, pack, packet_words, unpack
 
 PERIOD_NS = 10
 
@@ -120,13 +121,17 @@ async def stream_batches(dut):
     await driver
 
     mismatched_rows = 0
+    checked_crcs = 0
     for b, (a, e) in enumerate(zip(starts[:-1], starts[1:])):
         words = np.array([w for w, _ in out[b]], dtype=np.uint32)
         lasts = [t for _, t in out[b]]
-        n_words = words_for((e - a) * n_out, out_fmt)
+        n_words = packet_words((e - a) * n_out, out_fmt)
         assert len(words) == n_words, f"batch {b}: {len(words)} output words, expected {n_words} (TLAST misplaced)"
         assert lasts[-1] == 1 and not any(lasts[:-1]), f"batch {b}: TLAST not on the last word only"
-        got = unpack(words, out_fmt, (e - a) * n_out).reshape(e - a, n_out)
+        crc = check_word(words[:-1])
+        assert int(words[-1]) == crc, f"batch {b}: check word 0x{int(words[-1]):08x}, CRC-32 of the data 0x{crc:08x}"
+        checked_crcs += 1
+        got = unpack(words[:-1], out_fmt, (e - a) * n_out).reshape(e - a, n_out)
         bad = np.any(got != expected[a:e], axis=1)
         mismatched_rows += int(bad.sum())
         assert not bad.any(), (
@@ -139,6 +144,7 @@ async def stream_batches(dut):
         "first_output_latency_cycles": int(latency),
         "total_cycles": int(stats["cycle"]),
         "mismatched_rows": mismatched_rows,
+        "check_words_verified": checked_crcs,
         "idle_p": meta["idle_p"],
         "stall_p": meta["stall_p"],
     }

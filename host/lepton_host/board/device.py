@@ -81,7 +81,9 @@ class EmulatedBoard(Device):
         self._regions: dict[int, tuple] = {}  # physical address -> (weakref to storage, nbytes, offset)
         self._starts: list[int] = []
         self._next_addr = CMA_BASE
-        self._lock = threading.Lock()
+        # Re-entrant: a garbage collection that runs while the lock is held (any allocation can start one) may
+        # call `_release` for a buffer that died, on this same thread; a plain Lock would deadlock there.
+        self._lock = threading.RLock()
 
     # ---- models --------------------------------------------------------------------------------------------
     def attach(self, compute, model_sha256: str | None = None) -> None:
