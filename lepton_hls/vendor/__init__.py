@@ -12,7 +12,7 @@ from .reports import (
     parse_timing_summary,
     parse_utilization,
 )
-from .tools import ToolFailedError, ToolNotFoundError, find_tool, run_tool
+from .tools import ToolFailedError, ToolNotFoundError, ToolTimeoutError, find_tool, run_tool
 
 __all__ = [
     "CosimReport",
@@ -21,6 +21,7 @@ __all__ = [
     "TimingSummary",
     "ToolFailedError",
     "ToolNotFoundError",
+    "ToolTimeoutError",
     "Utilization",
     "find_tool",
     "parse_cosim_rpt",
