@@ -103,3 +103,45 @@ def test_run_bounded_stops_the_group_and_says_so(tmp_path):
     assert [p for p in live_processes() if str(exe).encode() in p[2]] == []
     fast = bounded_run.run_bounded([sys.executable, "-c", "raise SystemExit(4)"], cwd=tmp_path, timeout_s=600)
     assert (fast.expired, fast.returncode) == (False, 4)
+
+
+# ---- the RTL flow: da4ml's makefile (make -> verilator -> g++) and cocotb's commands -----------------------
+def test_rtl_time_limit_scales_with_the_design_unless_set(monkeypatch):
+    from lepton_hls.rtl import toolchain
+
+    monkeypatch.delenv(toolchain.TIMEOUT_ENV, raising=False)
+    small, large = toolchain.verilator_timeout_s(300), toolchain.verilator_timeout_s(150_000)
+    assert small >= toolchain.BASE_TIMEOUT_S and large > small
+    monkeypatch.setenv(toolchain.TIMEOUT_ENV, "90")
+    assert toolchain.verilator_timeout_s(150_000) == 90
+
+
+def test_a_verilator_build_past_its_limit_is_stopped_and_named(tmp_path, monkeypatch):
+    """da4ml's makefile run through build_emulator, with a `make` on PATH that starts a child and hangs."""
+    from lepton_hls.rtl import toolchain
+    from lepton_hls.rtl.errors import RtlTimeoutError, RtlToolError
+
+    bin_dir = tmp_path / "bin"
+    hanging_vivado(bin_dir).rename(bin_dir / "make")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    verilog = tmp_path / "verilog"
+    (verilog / "sim").mkdir(parents=True)
+    with pytest.raises(RtlTimeoutError) as e:
+        toolchain.build_emulator(verilog, "lepton_core_wrapper", jobs=1, timeout_s=1)
+    msg, log = str(e.value), verilog / "sim" / "verilator_build.log"
+    assert "\n" not in msg and isinstance(e.value, RtlToolError)
+    assert msg.startswith(f"Verilator build of {verilog} ran past its time limit of 1 s and was stopped")
+    assert f"(log: {log})" in msg and f"set {toolchain.TIMEOUT_ENV} to more seconds" in msg
+    assert [p for p in live_processes() if str(bin_dir / "make").encode() in p[2]] == []
+
+
+def test_cocotb_commands_run_under_the_limit(tmp_path):
+    from lepton_hls.rtl import toolchain
+    from lepton_hls.rtl.errors import RtlTimeoutError
+
+    exe = hanging_vivado(tmp_path / "bin")
+    runner = toolchain.bounded_verilator_runner(1, "cocotb co-simulation of pkg")
+    runner.env, runner.log_file = dict(os.environ), None  # what build() and test() set before their commands
+    with pytest.raises(RtlTimeoutError, match=r"^cocotb co-simulation of pkg \(vivado\) ran past its time limit"):
+        runner._execute([[str(exe), str(tmp_path / "pids")]], cwd=tmp_path)
+    assert [p for p in live_processes() if str(exe).encode() in p[2]] == []

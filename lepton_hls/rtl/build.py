@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bounded_run import check_timeout, describe_seconds
 from ..progress import Progress
-from .errors import RtlToolError
-from .toolchain import verilator_env, verilator_version
+from .toolchain import build_emulator, verilator_timeout_s, verilator_version
 from .tracer import Traced
 from .. import boards
 
@@ -87,6 +87,7 @@ def build_rtl(
     compile_emulator: bool = True,
     trace_s: float = 0.0,
     progress: Progress | None = None,
+    timeout_s: float | None = None,  # Verilator build limit; default: scaled to the design (verilator_timeout_s)
 ) -> RtlReport:
     from da4ml.codegen import VerilogModel, VHDLModel
 
@@ -107,17 +108,12 @@ def build_rtl(
     t0 = time.perf_counter()
     lib = ""
     if compile_emulator:
-        env = verilator_env(jobs)
+        limit = verilator_timeout_s(traced.comb.cost) if timeout_s is None else check_timeout(timeout_s, "timeout_s")
         # one opaque Verilator + g++ run that takes minutes on large models: say that it is still going
-        with progress.step(f"build the Verilator emulator ({jobs} jobs)", heartbeat_s=30):
-            try:
-                model._compile(openmp=False, nproc=jobs, _env=env)
-            except (RuntimeError, OSError) as e:
-                raise RtlToolError(f"Verilator build of {out / 'verilog'} failed: {e}") from None
-        libs = sorted((out / "verilog" / "sim").glob(f"lib{CORE_NAME}_wrapper_*.so"))
-        if not libs:
-            raise RtlToolError(f"Verilator produced no emulator library in {out / 'verilog' / 'sim'}")
-        lib = libs[-1].relative_to(out).as_posix()
+        step = f"build the Verilator emulator ({jobs} jobs, limit {describe_seconds(limit)})"
+        with progress.step(step, heartbeat_s=30):
+            lib_path = build_emulator(out / "verilog", f"{CORE_NAME}_wrapper", jobs, limit)
+        lib = lib_path.relative_to(out).as_posix()
     build_s = time.perf_counter() - t0
     if vhdl:
         with progress.step("write the VHDL"), contextlib.redirect_stdout(quiet):

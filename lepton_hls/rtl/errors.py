@@ -11,3 +11,7 @@ class RtlCoverageError(LeptonError):
 
 class RtlToolError(LeptonError):
     """Verilator (or the C++ compiler it drives) failed, or the toolchain is missing."""
+
+
+class RtlTimeoutError(RtlToolError):
+    """Verilator, make, the C++ compiler or a simulation ran past its time limit and was stopped."""

@@ -60,11 +60,12 @@ def rtl_sources(rtl_dir: Path) -> list[Path]:
 
 
 def run_cosim(package_dir, samples: int = 300, seed: int = 1, idle_p: float = 0.3, stall_p: float = 0.3,
-              build_dir=None, jobs: int = 1) -> dict:
-    """Stream `samples` inputs in random-size batches through the wrapper; return the bench's result."""
-    from cocotb_tools.runner import get_runner
+              build_dir=None, jobs: int = 1, timeout_s: float | None = None) -> dict:
+    """Stream `samples` inputs in random-size batches through the wrapper; return the bench's result.
+
+    Each Verilator, make and simulation run is stopped after `timeout_s` (default: scaled to the core)."""
     from lepton_hls.rtl.package import check_inputs, reference_raw
-    from lepton_hls.rtl.toolchain import verilator_env
+    from lepton_hls.rtl.toolchain import bounded_verilator_runner, verilator_env, verilator_timeout_s
     from lepton_host.rtl_emulator import RtlEmulator
 
     root = Path(package_dir)
@@ -88,7 +89,8 @@ def run_cosim(package_dir, samples: int = 300, seed: int = 1, idle_p: float = 0.
     with tempfile.TemporaryDirectory(prefix="lepton-cosim-") as tmp:
         case, result = Path(tmp) / "case.npz", Path(tmp) / "result.json"
         np.savez(case, inputs=raw.reshape(samples, -1), expected=expected, meta=np.array(json.dumps(meta)))
-        runner = get_runner("verilator")
+        limit = verilator_timeout_s(info.get("lut_estimate", 0)) if timeout_s is None else timeout_s
+        runner = bounded_verilator_runner(limit, f"cocotb co-simulation of {root}")
         runner.build(
             sources=rtl_sources(root / "rtl"),
             includes=[root / "rtl" / "verilog" / "src"],
