@@ -133,7 +133,8 @@ class Accelerator:
         self.out_lane_bytes = lane_bits(manifest.output.format) // 8
         dma_max = int(getattr(dma, "buffer_max_size", (1 << 26) - 1))
         per_sample = max(self.in_size * self.in_lane_bytes, self.out_size * self.out_lane_bytes)
-        self.max_batch = max(1, min(int(max_batch), (dma_max - 4) // per_sample))
+        # room for the last word's padding and the output check word
+        self.max_batch = max(1, min(int(max_batch), (dma_max - 4 - 4 * CHECK_WORDS) // per_sample))
         import pynq
 
         def alloc(shape, dtype):
