@@ -109,7 +109,7 @@ def render_overlay_tcl(spec: ip_wrapper.WrapperSpec, board: str, clock_mhz: floa
     if not 10 <= clock_mhz <= 500:
         raise OverlayError(f"PL clock {clock_mhz} MHz is outside 10..500 MHz")
     in_words, out_words = spec.in_words(max_batch), spec.out_words(max_batch)
-    length_bits = dma_length_width(4 * max(in_words, out_words))
+    length_bits = dma_length_width(4 * max(in_words, spec.out_packet_words(max_batch)))  # with the check word
     ps = b["ps_cell"]
     ps_props = {b["ps_clock_property"]: f"{clock_mhz:g}", **b["ps_port_properties"]}
     dma_props = {
