@@ -3,9 +3,9 @@
 The wrapper is rendered per package from `ip/hls/lepton_accel.{h,cpp}.tmpl` into `<package>/ip/`, using the
 core's C signature (read from the hls4ml project's `firmware/<project>.h`) and the wire formats of the
 package manifest; the wire format itself (lane widths, the output check word's CRC) is taken from
-`lepton_host.packing`, the one definition the host runtime uses too. `build_csim` compiles it with plain g++, together with the C++ testbench in `sim/csim/`,
-the package's hls4ml firmware and the `ap_types/` headers hls4ml ships, so the wrapper is checked without
-vendor tools.
+`lepton_host.packing`, the one definition the host runtime uses too. `build_csim` compiles it with plain g++,
+together with the C++ testbench in `sim/csim/`, the package's hls4ml firmware and the `ap_types/` headers
+hls4ml ships, so the wrapper is checked without vendor tools.
 """
 
 from __future__ import annotations

@@ -88,7 +88,9 @@ def golden_vectors(package_dir, manifest: Manifest) -> GoldenVectors | str:
         want = (str(manifest.input.format), str(manifest.output.format))
         shapes = (raw_in.shape[1:], raw_out.shape[1:])
         if formats != want or shapes != (tuple(manifest.input.shape), tuple(manifest.output.shape)):
-            return f"{GOLDEN} describes {formats} {shapes}, the manifest {want}: the package is inconsistent, rebuild it"
+            return (
+                f"{GOLDEN} describes {formats} {shapes}, the manifest {want}: the package is inconsistent, rebuild it"
+            )
         return GoldenVectors(raw_in.astype(np.int64), raw_out.astype(np.int64), GOLDEN)
     if (root / "engine" / "graph.json").is_file():
         from .emulator import FastEmulator
@@ -100,7 +102,10 @@ def golden_vectors(package_dir, manifest: Manifest) -> GoldenVectors | str:
         except LeptonError as e:
             return f"no {GOLDEN} and the fast engine cannot compute reference outputs: {e}"
         return GoldenVectors(raw_in, raw_out.reshape((len(raw_in), *manifest.output.shape)), "the fast engine")
-    return f"the package has no {GOLDEN} and no fast engine (engine/graph.json) to compute reference outputs; rebuild it"
+    return (
+        f"the package has no {GOLDEN} and no fast engine (engine/graph.json) to compute reference outputs; "
+        "rebuild it with `lepton-hls build`"
+    )
 
 
 def run_self_test(predict_raw: Callable[[np.ndarray], np.ndarray], vectors: GoldenVectors | str,
