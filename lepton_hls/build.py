@@ -76,7 +76,24 @@ def resolve_model(model: str, weights: str | None = None) -> ModelSpec:
     if not Path(model).suffix:
         raise BuildError(f"{model!r} is neither a zoo model ({', '.join(zoo.names())}) nor a model file")
     files = resolve_files(model, weights)
-    return ModelSpec(files=files)
+    return ModelSpec(files=files, task=_task_of(files))
+
+
+def _task_of(files: ModelFiles) -> str:
+    """A user model ending in softmax or sigmoid is a classifier (argmax / decision agreement means something);
+    anything else is a regressor (identical values are what counts)."""
+    from .keras_io import architecture_layers
+
+    try:
+        layers = architecture_layers(json.loads(files.architecture_json))
+    except json.JSONDecodeError:
+        return "classifier"  # the model check names the problem
+    if not layers:
+        return "classifier"
+    last = layers[-1]
+    act = (last.get("config", {}) or {}).get("activation", "")
+    text = json.dumps(act) if not isinstance(act, str) else act
+    return "classifier" if last.get("class_name") == "Softmax" or "softmax" in text or "sigmoid" in text else "regressor"
 
 
 def calibration_inputs(spec: ModelSpec, input_shape, n: int, seed: int = 0) -> np.ndarray:
@@ -123,6 +140,7 @@ def build_package(
     verify_samples: int = 2000,
     force: bool = False,
     progress: Progress | None = None,
+    data: np.ndarray | None = None,
 ):
     """Build the package into `out`; returns (Manifest, verification report dict).
 
@@ -152,7 +170,7 @@ def build_package(
     work = final.parent / f".{final.name}.building-{secrets.token_hex(4)}"
     work.mkdir()
     try:
-        manifest, result = _build_into(spec, keras_model, work, cfg, verify_samples, progress)
+        manifest, result = _build_into(spec, keras_model, work, cfg, verify_samples, progress, data)
         manifest = _relocate(work, final, result)
         _move_into_place(work, final)
     except BaseException:
@@ -161,7 +179,8 @@ def build_package(
     return manifest, result
 
 
-def _build_into(spec: ModelSpec, keras_model, out: Path, cfg: BuildConfig, verify_samples: int, progress: Progress):
+def _build_into(spec: ModelSpec, keras_model, out: Path, cfg: BuildConfig, verify_samples: int, progress: Progress,
+                data: np.ndarray | None = None):
     input_shape = tuple(int(d) for d in keras_model.input_shape[1:])
 
     with progress.step("convert with hls4ml"):
@@ -196,7 +215,7 @@ def _build_into(spec: ModelSpec, keras_model, out: Path, cfg: BuildConfig, verif
     from .verify import verify_package
 
     with progress.step(f"verify C simulation against the model ({verify_samples} samples per set)"):
-        result = verify_package(out, samples=verify_samples, progress=progress)
+        result = verify_package(out, samples=verify_samples, progress=progress, data=data)
     return manifest, result
 
 

@@ -81,7 +81,7 @@ def load_keras(files: ModelFiles, dtype: str = "float32"):
 
     if dtype not in ("float32", "float64"):
         raise ModelLoadError(f"dtype must be float32 or float64, got {dtype!r}")
-    arch = _quantizers_as_strings(json.loads(files.architecture_json))
+    arch = _softmax_layers_as_activations(_quantizers_as_strings(json.loads(files.architecture_json)))
     if dtype == "float64":
         from . import float64
 
@@ -153,6 +153,18 @@ def _failing_layer(arch: dict) -> str | None:
                 "quantizers as strings in .json (QActivation('quantized_relu(8,3)')), or use the full .h5"
             )
     return None
+
+
+def _softmax_layers_as_activations(arch: dict) -> dict:
+    """A Keras `Softmax()` layer (last axis) as the same `Activation("softmax")`: hls4ml 1.3.0 names the
+    former's C++ config struct `Softmax_config<n>` but calls `softmax_config<n>`, so it does not compile."""
+    for layer in architecture_layers(arch):
+        cfg = layer.get("config", {}) or {}
+        if layer.get("class_name") == "Softmax" and cfg.get("axis", -1) in (-1, [-1]):
+            layer["class_name"] = "Activation"
+            layer["config"] = {k: v for k, v in cfg.items() if k in ("name", "trainable", "dtype")}
+            layer["config"]["activation"] = "softmax"
+    return arch
 
 
 def layer_outputs(model, x) -> dict:

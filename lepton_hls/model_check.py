@@ -23,6 +23,7 @@ APPROXIMATE = ("softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "softsig
 ACTIVATION_QUANTIZERS = ("quantized_relu", "quantized_bits", "quantized_tanh", "quantized_sigmoid", "binary",
                          "ternary", "binary_tanh", "ternary_tanh")
 WEIGHT_QUANTIZERS = ("quantized_bits", "quantized_po2", "ternary")
+BIAS_QUANTIZERS = ("quantized_bits",)
 MERGE_CLASSES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate")
 RECURRENT = ("SimpleRNN", "LSTM", "GRU", "QSimpleRNN", "QLSTM", "QGRU")
 HINTS = {
@@ -133,6 +134,9 @@ def _activation_rule(cfg: dict, chk: LayerCheck) -> str:
     if isinstance(act, str) and "(" in act or name in ACTIVATION_QUANTIZERS:
         if name not in ACTIVATION_QUANTIZERS:
             return f"activation quantizer {name!r} (supported: {', '.join(ACTIVATION_QUANTIZERS)})"
+        reason = _unsigned_bits(act, "activation")
+        if reason:
+            return reason
         chk.quantizers["activation"] = quantizer_text(act)
         chk.result = quantizer_type(act)
         return ""
@@ -151,10 +155,27 @@ def _weights_rule(cfg: dict, chk: LayerCheck) -> str:
         if q is None:
             continue
         name = quantizer_name(q)
-        if name not in WEIGHT_QUANTIZERS:
+        allowed = BIAS_QUANTIZERS if role == "bias_quantizer" else WEIGHT_QUANTIZERS
+        if name not in allowed:
             why = " (binary weights become XNOR products, which the fast engine does not evaluate)" if "binary" in str(name) else ""
-            return f"{role} {name!r}{why} (supported: {', '.join(WEIGHT_QUANTIZERS)})"
+            if role == "bias_quantizer" and name in WEIGHT_QUANTIZERS:
+                why = " (hls4ml's dense kernels cannot add a power-of-two bias)"
+            return f"{role} {name!r}{why} (supported: {', '.join(allowed)})"
+        reason = _unsigned_bits(q, role)
+        if reason:
+            return reason
         chk.quantizers[role.replace("_quantizer", "")] = quantizer_text(q)
+    return ""
+
+
+def _unsigned_bits(q, role: str) -> str:
+    """quantized_bits(..., keep_negative=False): hls4ml 1.3.0 gives it a signed type one integer bit short, so
+    values are neither clipped at 0 nor on the right grid."""
+    if quantizer_name(q) == "quantized_bits" and str(_quantizer_args(q).get("keep_negative", True)).lower() in (
+        "false", "0"
+    ):
+        alt = "quantized_relu(bits, integer)" if role == "activation" else "a signed quantized_bits(bits, integer)"
+        return f"{role} quantized_bits with keep_negative=False (hls4ml 1.3.0 maps it to the wrong type); use {alt}"
     return ""
 
 
@@ -196,7 +217,7 @@ def _permute(cfg: dict, chk: LayerCheck) -> str:
 def _mac(cfg: dict, chk: LayerCheck) -> str:
     reason = _weights_rule(cfg, chk) or _activation_rule(cfg, chk)
     if not reason and not chk.result:
-        chk.result = "exact (derived at build)"
+        chk.result = "exact (derived at build)" if chk.class_name.startswith("Q") else "derived at build"
     return reason
 
 
@@ -217,6 +238,12 @@ def _relu_layer(cfg: dict, chk: LayerCheck) -> str:
 
 
 def _batchnorm(cfg: dict, chk: LayerCheck) -> str:
+    for role in ("beta_quantizer", "gamma_quantizer", "mean_quantizer", "variance_quantizer"):
+        q = cfg.get(role)
+        if q is not None and quantizer_name(q) != "quantized_bits":
+            return (f"{role} {quantizer_name(q)!r} (hls4ml ignores it and uses the raw statistics, so the hardware "
+                    "would differ from the model; set QBatchNormalization's quantizers to None, or use "
+                    "BatchNormalization: the build sizes the folded scale and bias itself)")
     axis = cfg.get("axis", -1)
     if isinstance(axis, list):
         if len(axis) != 1:
@@ -263,6 +290,8 @@ _SPECIFIC: dict[str, Rule] = {
     "QSeparableConv1D": _depthwise,
     "QSeparableConv2D": _depthwise,
     "Permute": _permute,
+    "PReLU": lambda cfg, chk: (f"shared_axes={cfg['shared_axes']} (hls4ml takes one alpha per element: shared_axes=None)"
+                               if cfg.get("shared_axes") is not None else ""),
 
     "UpSampling1D": _upsampling,
     "UpSampling2D": _upsampling,
@@ -309,6 +338,9 @@ def check_model(files: ModelFiles, io_type: str = "io_parallel") -> CheckReport:
             n_in = len(_sources(layer))
             if not reason:
                 reason = _name_clash(chk.name, cfg)
+            if not reason and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", chk.name):
+                reason = (f"the name {chk.name!r} (hls4ml writes layer names into C++ as identifiers: letters, "
+                          "digits and '_'); rename the layer")
             if not reason and cls in MERGE_CLASSES and n_in != 2:
                 reason = f"{n_in} inputs (hls4ml merges exactly two tensors; chain two-input {cls} layers)"
             if reason:
@@ -398,10 +430,10 @@ def refuse_unsupported(report: CheckReport) -> None:
     first = bad[0]
     more = f" (and {len(bad) - 1} more: {', '.join(b.name for b in bad[1:4])})" if len(bad) > 1 else ""
     hint = _hint(first)
-    raise UnsupportedLayerError(
-        f"{report.source}: layer {first.name!r}: {first.refusal}{more}. Supported alternatives: "
-        f"{_alternatives(first.class_name)} (all: `lepton-hls check --supported`).{hint}"
-    )
+    tail = ""
+    if first.class_name not in KERAS_RULES:
+        tail = f" Supported alternatives: {_alternatives(first.class_name)} (all: `lepton-hls check --supported`)."
+    raise UnsupportedLayerError(f"{report.source}: layer {first.name!r}: {first.refusal}{more}.{tail}{hint}")
 
 
 def _alternatives(cls: str) -> str:
@@ -449,7 +481,9 @@ def support_table_markdown() -> str:
     lines += [
         f"| (removed) | {', '.join(opset.DROPPED_KERAS_CLASSES)} | no effect at inference | - | - |",
         "",
-        f"Weight quantizers: {', '.join(WEIGHT_QUANTIZERS)}. Activation quantizers (QActivation, or a layer's "
+        f"Weight quantizers: {', '.join(WEIGHT_QUANTIZERS)}; bias quantizers: {', '.join(BIAS_QUANTIZERS)} "
+        "(signed: `keep_negative=False` is refused, use quantized_relu for unsigned activations). "
+        f"Activation quantizers (QActivation, or a layer's "
         f"`activation=`): {', '.join(ACTIVATION_QUANTIZERS)}. Keras activations: {', '.join(ACTIVATIONS)}.",
     ]
     return "\n".join(lines) + "\n"

@@ -85,7 +85,10 @@ class VerifyReport:
         return asdict(self)
 
 
-def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Progress | None = None) -> dict:
+def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Progress | None = None,
+                   data: np.ndarray | None = None) -> dict:
+    """`data`: the user's own model inputs (as the model sees them), compared as one more input set that must
+    keep the declared agreement; values outside the input type's range are counted and named."""
     samples = check_samples(samples)
     progress = progress or Progress(enabled=False)
     root = Path(package_dir)
@@ -110,6 +113,17 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
         real = _real_data(manifest, samples)
         if real is not None:
             sets["real"] = real
+        data_note = None
+        if data is not None:
+            data = _user_data(data, shape)
+            sets["data"] = data
+            outside = (data < in_fmt.min_value) | (data > in_fmt.max_value)
+            if outside.any():
+                data_note = (
+                    f"{outside.mean():.1%} of the values in the given data lie outside the input type {in_fmt} "
+                    f"[{in_fmt.min_value:g}, {in_fmt.max_value:g}] and saturate there: standardize the features, or "
+                    f"set input_precision wide enough (e.g. ap_fixed<{in_fmt.width + 8},{in_fmt.integer + 8}>)"
+                )
 
     with progress.step("rebuild the C simulation with per-layer tracing", heartbeat_s=30):
         traced = _traced_model(model32, record, root, progress)
@@ -157,7 +171,10 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
     passed = grid.identical_rows >= fid.identical_rows_min and all(r.emulator_identical for r in results)
     if grid.argmax_agreement is not None:
         passed = passed and grid.argmax_agreement >= fid.argmax_agreement_min
-    notes = []
+    user = next((r for r in results if r.name == "data"), None)
+    if user is not None and user.argmax_agreement is not None:
+        passed = passed and user.argmax_agreement >= fid.argmax_agreement_min
+    notes = [data_note] if data_note else []
     if record.get("firmware_patches"):
         po2 = '"exponential"' in (root / "engine" / "graph.json").read_text()
         notes += [f"firmware patched: {p}" for p in record["firmware_patches"] if po2 or "quantized_po2" not in p]
@@ -187,6 +204,17 @@ def verify_package(package_dir, samples: int = 2000, seed: int = 0, progress: Pr
         shutil.rmtree(scratch, ignore_errors=True)
     _record(root, manifest, report)
     return report
+
+
+def _user_data(data, shape) -> np.ndarray:
+    x = np.asarray(data, dtype=np.float64)
+    if x.ndim == len(shape):
+        x = x[None]
+    if x.shape[1:] != tuple(shape) or not len(x):
+        raise VerifyArgumentError(f"--data holds an array of shape {x.shape}; the model takes (N, {', '.join(map(str, shape))})")
+    if not np.all(np.isfinite(x)):
+        raise VerifyArgumentError(f"--data holds NaN or inf in {int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())} rows")
+    return x
 
 
 def _agreement(out: np.ndarray, ref: np.ndarray, final_layer) -> float:
@@ -313,14 +341,11 @@ def _compare_layers(hls_model, trace: dict, keras_out: dict, logits_ref, softmax
 
 def _first_real_difference(rows: list) -> LayerComparison | None:
     """The first layer whose difference reaches the output: one that a later layer makes identical again (a
-    real-valued batch-normalisation scale rounded away by the next quantizer) is not the cause; a softmax only
-    when nothing before it differs."""
-    differing = [i for i, r in enumerate(rows) if r.identical_rows < 1.0]
-    for i in differing:
-        absorbed = any(r.identical_rows == 1.0 for r in rows[i + 1 :])
-        if not absorbed and rows[i].layer_class != "Softmax":
-            return rows[i]
-    return next((rows[i] for i in differing if rows[i].layer_class == "Softmax"), None)
+    real-valued batch-normalisation scale rounded away by the next quantizer) is not the cause."""
+    for i, row in enumerate(rows):
+        if row.identical_rows < 1.0 and not any(r.identical_rows == 1.0 for r in rows[i + 1 :]):
+            return row  # a lookup table in the middle is the cause of what follows it
+    return None
 
 
 def _table_function(layer) -> str:

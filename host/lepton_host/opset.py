@@ -180,9 +180,8 @@ KINDS: tuple[OpKind, ...] = (
     ),
 )
 
-# Keras layers hls4ml removes because they do nothing at inference time.
-DROPPED_KERAS_CLASSES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
-                         "AlphaDropout", "ActivityRegularization")
+# Keras layers hls4ml removes because they do nothing at inference time (hls4ml 1.3.0 skips Dropout only).
+DROPPED_KERAS_CLASSES = ("Dropout",)
 
 BY_OP: dict[str, OpKind] = {k.op: k for k in KINDS}
 

@@ -24,7 +24,15 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=2000, help="verification samples per input set (default 2000)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out directory")
     p.add_argument("--json", action="store_true", help="print the verification report as JSON")
+    p.add_argument("--data", metavar="X.npy", help="your own model inputs (N, *input_shape): verified as one more "
+                   "input set, and checked against the input type's range")
     p.set_defaults(func=run)
+
+
+def _read_data(path):
+    from .verify import _read_data as read
+
+    return read(path)
 
 
 def run(args) -> int:
@@ -38,7 +46,7 @@ def run(args) -> int:
     with stdout_to_stderr():
         manifest, report = build_package(
             args.model, args.out, cfg, weights=args.weights, verify_samples=args.samples, force=args.force,
-            progress=Progress(),
+            progress=Progress(), data=_read_data(args.data),
         )
     if args.json:
         print(json.dumps(report, indent=2))

@@ -22,15 +22,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..build import check_spec, resolve_model
-    from ..build_config import load_config
-    from ..model_check import check_model
-
     if args.supported:
         from ..model_check import support_table_markdown
 
         print(support_table_markdown(), end="")
         return 0
+    from ..build import check_spec, resolve_model
+    from ..build_config import load_config
+    from ..model_check import check_model
+
     if not args.model:
         from lepton_host.errors import LeptonError
 

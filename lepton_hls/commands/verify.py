@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=2000, help="samples per input set (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--data", metavar="X.npy", help="your own model inputs (N, *input_shape), compared as one more "
+                   "input set that must keep the declared agreement")
     p.set_defaults(func=run)
 
 
@@ -30,7 +32,8 @@ def run(args) -> int:
         raise VerifyArgumentError(f"--samples must be at least 1 per input set, got {args.samples}")
     # Progress goes to stderr with or without --json: stdout holds only the result (one JSON object with --json).
     with stdout_to_stderr():
-        report = verify_package(args.package, samples=args.samples, seed=args.seed, progress=Progress())
+        report = verify_package(args.package, samples=args.samples, seed=args.seed, progress=Progress(),
+                                data=_read_data(args.data))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -69,3 +72,13 @@ def print_summary(report: dict) -> None:
         f"argmax agreement >= {fid['argmax_agreement_min']}"
     )
     sys.stdout.flush()
+
+
+def _read_data(path):
+    if not path:
+        return None
+    from pathlib import Path
+
+    from .predict import read_batch
+
+    return read_batch(Path(path))
