@@ -36,6 +36,12 @@ DEFAULT_MAX_BATCH = 1024
 DEFAULT_TIMEOUT_S = 1.0
 
 
+# DMA completion polling: a few tight polls (a batch usually completes within them), then short sleeps that
+# release the GIL, growing to 1 ms, so a hung fabric never spins a core against the serving threads.
+SPIN_POLLS = 64
+MAX_POLL_SLEEP_S = 1e-3
+
+
 class DeviceError(LeptonError):
     """The accelerator or its DMA failed; the runtime has reset the DMA and can be retried."""
 
@@ -296,10 +302,14 @@ class Accelerator:
         sr = int(r[_S2MM_SR])
         if not sr & (_SR_IDLE | _SR_ERRORS):
             deadline = time.perf_counter() + timeout
+            polls = 0
             while True:
                 sr = int(r[_S2MM_SR])
                 if sr & (_SR_IDLE | _SR_ERRORS):
                     break
+                polls += 1
+                if polls > SPIN_POLLS:  # a slow or hung fabric: stop spinning, let other threads (the gateway) run
+                    time.sleep(min(MAX_POLL_SLEEP_S, 1e-5 * (polls - SPIN_POLLS)))
                 mm2s = int(r[_MM2S_SR])
                 if mm2s & _SR_ERRORS and mm2s != _ALL_ONES:  # the send side failed: nothing will come back
                     self._raise_status(mm2s, "MM2S")
