@@ -53,7 +53,10 @@ def test_export_refuses_to_overwrite_without_the_flag(exported, capsys):
 def test_serving_commands_parse_with_loopback_defaults():
     p = build_parser()
     a = p.parse_args(["serve", "pkg"])
-    assert (a.host, a.port, a.board, a.cloud) == ("127.0.0.1", 8000, "auto", None)
+    from lepton_hls.commands._target import resolve_target
+
+    assert (a.host, a.port, a.cloud) == ("127.0.0.1", 8000, None)
+    assert resolve_target(a, "serve") == ("auto", "fast")  # one default rule for every entry point
     a = p.parse_args(["serve", "pkg", "--cloud", "http://10.0.0.2:8001", "--mode", "cloud", "--max-batch-size", "8"])
     assert a.cloud == "http://10.0.0.2:8001" and a.mode == "cloud" and a.max_batch_size == 8
     a = p.parse_args(["cloud", "pkg"])

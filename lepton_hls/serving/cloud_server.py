@@ -53,26 +53,25 @@ def pick_device(requested: str | None = None) -> str:
 
 
 def load_keras_model(package_dir: str | os.PathLike):
-    """model/model.json + model/weights.h5 (or a whole-model model/model.h5), with QKeras' layers known."""
-    import tensorflow as tf
-    from qkeras.utils import _add_supported_quantized_objects
+    """The package's original model (model/model.json + model/weights.h5, or a whole-model model/model.h5),
+    read by the same loader the build uses (QKeras layers, quantizers given as objects)."""
+    from lepton_hls import keras_io
 
     root = Path(package_dir) / "model"
-    custom: dict = {}
-    _add_supported_quantized_objects(custom)
+    if (root / "model.json").is_file():
+        if not (root / "weights.h5").is_file():
+            raise ModelLoadError(f"{root}: model.json without weights.h5; rebuild the package")
+        files = keras_io.ModelFiles(name=root.parent.name, source=str(root / "model.json"),
+                                    architecture_json=(root / "model.json").read_text(),
+                                    weights_path=root / "weights.h5")
+    elif (root / "model.h5").is_file():
+        files = keras_io.resolve_files(root / "model.h5")
+    else:
+        raise ModelLoadError(f"{root}: no model.json/weights.h5 or model.h5; the package lacks its original model")
     try:
-        if (root / "model.json").is_file():
-            model = tf.keras.models.model_from_json((root / "model.json").read_text(), custom_objects=custom)
-            weights = root / "weights.h5"
-            if not weights.is_file():
-                raise ModelLoadError(f"{root}: model.json without weights.h5; rebuild the package")
-            model.load_weights(str(weights))
-            return model
-        if (root / "model.h5").is_file():
-            return tf.keras.models.load_model(str(root / "model.h5"), custom_objects=custom, compile=False)
-    except (OSError, ValueError, TypeError, KeyError) as e:
+        return keras_io.load_keras(files)
+    except keras_io.ModelLoadError as e:
         raise ModelLoadError(f"{root}: cannot load the original model into TensorFlow: {e}") from None
-    raise ModelLoadError(f"{root}: no model.json/weights.h5 or model.h5; the package lacks its original model")
 
 
 class KerasModel:
