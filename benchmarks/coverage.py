@@ -93,9 +93,15 @@ def per_kind(rows: list[dict]) -> dict:
             "exact": bool(mine) and all(r.get("passed") and (r.get("identical_rows") == 1.0 or not kind.exact
                                                               or r["note"]) for r in mine),
             "engine_eq_csim": bool(mine) and all(r.get("engine_eq_csim") for r in mine),
-            "rtl": "refused: " + kind.rtl if kind.rtl else ("traced" if any(r.get("rtl", "").startswith("traced")
-                                                                               for r in mine) else "-"),
+            "rtl": "refused: " + kind.rtl if kind.rtl else (
+                "traced: " + ", ".join(r["model"] for r in mine if r.get("rtl", "").startswith("traced"))
+                if any(r.get("rtl", "").startswith("traced") for r in mine)
+                else "tracer op (its models here also hold refused kinds)"
+            ),
         }
+        if not mine:
+            table[kind.op]["rtl"] = "no layer model: " + (kind.summary.split("(")[-1].rstrip(")") if "(" in kind.summary
+                                                          else "not reachable from Keras")
     return table
 
 

@@ -204,7 +204,7 @@ def main(argv=None) -> int:
                        check=True, stdout=subprocess.DEVNULL)
 
     from lepton_host.manifest import load_manifest
-    from lepton_hls.serving.audit import make_reference, mismatching_rows
+    from lepton_host.serving.audit import make_reference, mismatching_rows
 
     m = load_manifest(pkg)
     name, in_name, n_in = m.model.name, m.input.name, m.input.size
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     # ---- check every answer ----------------------------------------------------------------------------
     print(f"checking {len(records)} answers ...", flush=True)
     edge_ref = make_reference(pkg, m, "fast")
-    from lepton_hls.serving.cloud_server import KerasModel
+    from lepton_cloud.server import KerasModel
 
     keras = KerasModel(pkg, m, "/CPU:0")
     wrong = np.zeros(len(records), dtype=bool)

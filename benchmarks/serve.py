@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lepton_host.manifest import load_manifest
-from lepton_hls.serving import oip
+from lepton_host.serving import oip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -163,7 +163,7 @@ def load(url, path, body, headers, duration, rate=None, processes=2, threads=4) 
 
 # ---- the runs -------------------------------------------------------------------------------------------------
 def bare_backend(package: Path, board: str, engine: str, n: int, batch: int, duration: float) -> dict:
-    from lepton_hls.serving.edge import open_edge_backend
+    from lepton_host.serving.edge import open_edge_backend
 
     m = load_manifest(package)
     backend = open_edge_backend(package, board, engine)
@@ -189,9 +189,9 @@ def bare_backend(package: Path, board: str, engine: str, n: int, batch: int, dur
 
 
 def offload_fractions(url: str, package: Path, board: str, engine: str, n: int) -> dict:
-    from lepton_hls.serving.demo import CONFIDENCE_THRESHOLD, _send_all, summarize, typical_data
-    from lepton_hls.serving.edge import open_edge_backend
-    from lepton_hls.serving.traffic import mixed_traffic
+    from lepton_hls.demo_serving import CONFIDENCE_THRESHOLD, _send_all, summarize, typical_data
+    from lepton_host.serving.edge import open_edge_backend
+    from lepton_host.serving.traffic import mixed_traffic
 
     m = load_manifest(package)
     backend = open_edge_backend(package, "emulator", "fast")  # only to pick the unsure samples

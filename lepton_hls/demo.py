@@ -34,7 +34,7 @@ def run_demo(out_dir, samples: int = 2000, serving: bool = True) -> dict:
     _print_table(rows)
     if serving:
         try:
-            from .serving.demo import run_serving_demo
+            from .demo_serving import run_serving_demo
         except ImportError:
             run_serving_demo = None
         if run_serving_demo is not None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BOARD_SIDE = [ROOT / "host" / "lepton_host", ROOT / "lepton_hls" / "serving"]
+BOARD_SIDE = [ROOT / "host" / "lepton_host"]  # the runtime, emulators, emulated board and the edge gateway
 
 
 def test_board_side_runs_on_python_3_10():

@@ -30,12 +30,12 @@ from test_serving_support import (
 )
 
 from lepton_hls import cli
-from lepton_hls.serving.batcher import BatcherConfig, DynamicBatcher
-from lepton_hls.serving.breaker import BreakerConfig
-from lepton_hls.serving.cloud_client import CloudClient, CloudConfig, redact_url
-from lepton_hls.serving.errors import UpstreamError
-from lepton_hls.serving.http_guard import HttpLimits
-from lepton_hls.serving.routing import RoutingPolicy
+from lepton_host.serving.batcher import BatcherConfig, DynamicBatcher
+from lepton_host.serving.breaker import BreakerConfig
+from lepton_host.serving.cloud_client import CloudClient, CloudConfig, redact_url
+from lepton_host.serving.errors import UpstreamError
+from lepton_host.serving.http_guard import HttpLimits
+from lepton_host.serving.routing import RoutingPolicy
 
 MODEL = "tiny_classifier"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -186,7 +186,7 @@ def test_binary_is_tried_again_after_a_server_refused_it(package):
     has passed (0 here: every request tries binary first)."""
     from test_serving_support import mlserver_style_app
 
-    from lepton_hls.serving.runner import ServerThread
+    from lepton_host.serving.runner import ServerThread
 
     quirky = ServerThread(mlserver_style_app(package)).start()
     front = SwitchableCloud(quirky.url)

@@ -126,7 +126,7 @@ def _policy(tmp_path: Path, **routing) -> Path:
 
 
 def test_serving_policy_command_records_the_policy_in_the_manifest(pkg, tmp_path):
-    from lepton_hls.serving.routing import RoutingPolicy
+    from lepton_host.serving.routing import RoutingPolicy
 
     proc = cli("serving-policy", pkg, _policy(tmp_path, check_range=False, mode="edge"))
     assert proc.returncode == 0, proc.stderr
@@ -168,7 +168,7 @@ def test_serving_policy_command_refuses_unknown_keys(pkg, tmp_path):
 
 
 def _policy_of(pkg):
-    from lepton_hls.serving.routing import RoutingPolicy
+    from lepton_host.serving.routing import RoutingPolicy
 
     return RoutingPolicy.for_package(load_manifest(pkg), pkg)
 

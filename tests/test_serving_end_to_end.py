@@ -26,8 +26,8 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cloud(built):
-    from lepton_hls.serving.cloud_server import create_cloud_server
-    from lepton_hls.serving.runner import ServerThread
+    from lepton_cloud.server import create_cloud_server
+    from lepton_host.serving.runner import ServerThread
 
     app, service = create_cloud_server(built)
     with ServerThread(app) as server:

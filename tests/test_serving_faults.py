@@ -26,10 +26,10 @@ from test_serving_support import (
     shared_package,
 )
 
-from lepton_hls.serving.batcher import BatcherConfig
-from lepton_hls.serving.breaker import BreakerConfig
-from lepton_hls.serving.routing import RoutingPolicy
-from lepton_hls.serving.runner import ServerThread
+from lepton_host.serving.batcher import BatcherConfig
+from lepton_host.serving.breaker import BreakerConfig
+from lepton_host.serving.routing import RoutingPolicy
+from lepton_host.serving.runner import ServerThread
 
 MODEL = "tiny_classifier"
 OUT_OF_RANGE = 100.0  # preprocesses to (100 - 0.5) / 2 = 49.75, beyond ap_fixed<16,6>'s [-32, 32)

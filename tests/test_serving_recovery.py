@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from lepton_hls.serving.fault_schedule import FaultSchedule, FaultSpecError, parse_fault, parse_schedule
+from lepton_host.serving.fault_schedule import FaultSchedule, FaultSpecError, parse_fault, parse_schedule
 
 pynq = pytest.importorskip("pynq")
 
@@ -30,14 +30,14 @@ from lepton_host.board import FaultKind  # noqa: E402
 from lepton_host.emulator import CsimEmulator  # noqa: E402
 from lepton_host.manifest import load_manifest  # noqa: E402
 from lepton_host.selftest import GOLDEN, write_golden  # noqa: E402
-from lepton_hls.serving.app import ServerOptions  # noqa: E402
-from lepton_hls.serving.audit import AuditConfig, Auditor  # noqa: E402
-from lepton_hls.serving.batcher import BatcherConfig  # noqa: E402
-from lepton_hls.serving.cloud_client import CloudConfig  # noqa: E402
-from lepton_hls.serving.edge_monitor import MonitorConfig  # noqa: E402
-from lepton_hls.serving.gateway import GatewayConfig, create_gateway  # noqa: E402
-from lepton_hls.serving.routing import RoutingPolicy  # noqa: E402
-from lepton_hls.serving.runner import ServerThread  # noqa: E402
+from lepton_host.serving.app import ServerOptions  # noqa: E402
+from lepton_host.serving.audit import AuditConfig, Auditor  # noqa: E402
+from lepton_host.serving.batcher import BatcherConfig  # noqa: E402
+from lepton_host.serving.cloud_client import CloudConfig  # noqa: E402
+from lepton_host.serving.edge_monitor import MonitorConfig  # noqa: E402
+from lepton_host.serving.gateway import GatewayConfig, create_gateway  # noqa: E402
+from lepton_host.serving.routing import RoutingPolicy  # noqa: E402
+from lepton_host.serving.runner import ServerThread  # noqa: E402
 
 NEVER = 3600.0  # the health loop's own interval: tests call its step instead
 

@@ -165,8 +165,8 @@ def shared_package(task: str = "classifier") -> Path:
 @functools.lru_cache(maxsize=None)
 def shared_cloud(task: str = "classifier"):
     """The reference cloud server on the shared package, for the whole session."""
-    from lepton_hls.serving.cloud_server import create_cloud_server
-    from lepton_hls.serving.runner import ServerThread
+    from lepton_cloud.server import create_cloud_server
+    from lepton_host.serving.runner import ServerThread
 
     app, _ = create_cloud_server(shared_package(task))
     server = ServerThread(app).start()
@@ -180,12 +180,12 @@ def running_gateway(package: Path, backend, cloud_url: str | None = None, *, tok
                     request_timeout_s: float = 5.0, max_body_bytes: int = 8 << 20, body_timeout_s: float = 10.0,
                     http_limits=None, edge_retry_s: float = 1.0):
     """A gateway on a free loopback port around `backend`, stopped on exit."""
-    from lepton_hls.serving.app import ServerOptions
-    from lepton_hls.serving.batcher import BatcherConfig
-    from lepton_hls.serving.cloud_client import CloudConfig
-    from lepton_hls.serving.gateway import GatewayConfig, create_gateway
-    from lepton_hls.serving.routing import RoutingPolicy
-    from lepton_hls.serving.runner import ServerThread
+    from lepton_host.serving.app import ServerOptions
+    from lepton_host.serving.batcher import BatcherConfig
+    from lepton_host.serving.cloud_client import CloudConfig
+    from lepton_host.serving.gateway import GatewayConfig, create_gateway
+    from lepton_host.serving.routing import RoutingPolicy
+    from lepton_host.serving.runner import ServerThread
 
     manifest = load_manifest(package)
     cloud = None
@@ -224,7 +224,7 @@ class SwitchableCloud:
         from starlette.responses import JSONResponse, Response
         from starlette.routing import Route
 
-        from lepton_hls.serving.runner import ServerThread
+        from lepton_host.serving.runner import ServerThread
 
         self.mode, self.delay_s, self.hits = mode, delay_s, 0
         self.content_types: list[str] = []

@@ -12,12 +12,12 @@ import pytest
 from test_serving_support import shared_package
 
 from lepton_host.manifest import load_manifest
-from lepton_hls.serving import oip
-from lepton_hls.serving import routing as R
-from lepton_hls.serving.batcher import BatcherConfig, DynamicBatcher
-from lepton_hls.serving.breaker import BreakerConfig, CircuitBreaker
-from lepton_hls.serving.cloud_client import RetryBudget
-from lepton_hls.serving.errors import BadRequest, EdgeUnavailable, Overloaded
+from lepton_host.serving import oip
+from lepton_host.serving import routing as R
+from lepton_host.serving.batcher import BatcherConfig, DynamicBatcher
+from lepton_host.serving.breaker import BreakerConfig, CircuitBreaker
+from lepton_host.serving.cloud_client import RetryBudget
+from lepton_host.serving.errors import BadRequest, EdgeUnavailable, Overloaded
 
 
 # ---- OIP codec ----------------------------------------------------------------------------------------------
@@ -236,10 +236,10 @@ def _imported_after(modules: str) -> set[str]:
 
 
 def test_gateway_side_never_imports_tensorflow_and_cloud_side_never_imports_pynq():
-    gateway = _imported_after("lepton_hls.serving.gateway, lepton_hls.serving.demo, lepton_hls.serving.edge, "
+    gateway = _imported_after("lepton_host.serving.gateway, lepton_hls.demo_serving, lepton_host.serving.edge, "
                               "lepton_hls.commands.serve")
     assert "tensorflow" not in gateway and "keras" not in gateway
-    cloud = _imported_after("lepton_hls.serving.cloud_server, lepton_hls.serving.triton_export")
+    cloud = _imported_after("lepton_cloud.server, lepton_cloud.triton_export")
     assert "pynq" not in cloud
 
 

@@ -25,11 +25,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from lepton_hls import __version__
-    from lepton_hls.serving.app import ServerOptions
-    from lepton_hls.serving.batcher import BatcherConfig
-    from lepton_hls.serving.cloud_server import CloudServerConfig, create_cloud_server
-    from lepton_hls.serving.options import check_serving_args
-    from lepton_hls.serving.runner import bind, serve_forever
+    from lepton_host.serving.app import ServerOptions
+    from lepton_host.serving.batcher import BatcherConfig
+    from lepton_cloud.server import CloudServerConfig, create_cloud_server
+    from lepton_host.serving.options import check_serving_args
+    from lepton_host.serving.runner import bind, serve_forever
 
     check_serving_args(args)
     sock = bind(args.host, args.port)  # before the model loads and anything is announced

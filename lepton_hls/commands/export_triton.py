@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from lepton_hls.serving.triton_export import export_triton
+    from lepton_cloud.triton_export import export_triton
 
     e = export_triton(args.package, args.out, max_batch_size=args.max_batch_size,
                       max_queue_delay_us=args.max_queue_delay_us,

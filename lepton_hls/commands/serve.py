@@ -70,23 +70,23 @@ def register(subparsers) -> None:
 def build_gateway(args):
     """-> (app, service, backend) from parsed arguments; separate from `run` so the demo can reuse it."""
     from lepton_host.manifest import load_manifest
-    from lepton_hls.serving.app import ServerOptions
-    from lepton_hls.serving.batcher import BatcherConfig
-    from lepton_hls.serving.breaker import BreakerConfig
-    from lepton_hls.serving.cloud_client import CloudConfig
-    from lepton_hls.serving.audit import AuditConfig
-    from lepton_hls.serving.edge import open_edge_backend
-    from lepton_hls.serving.edge_monitor import MonitorConfig
-    from lepton_hls.serving.fault_schedule import parse_schedule
-    from lepton_hls.serving.gateway import GatewayConfig, create_gateway
-    from lepton_hls.serving.routing import RoutingPolicy
+    from lepton_host.serving.app import ServerOptions
+    from lepton_host.serving.batcher import BatcherConfig
+    from lepton_host.serving.breaker import BreakerConfig
+    from lepton_host.serving.cloud_client import CloudConfig
+    from lepton_host.serving.audit import AuditConfig
+    from lepton_host.serving.edge import open_edge_backend
+    from lepton_host.serving.edge_monitor import MonitorConfig
+    from lepton_host.serving.fault_schedule import parse_schedule
+    from lepton_host.serving.gateway import GatewayConfig, create_gateway
+    from lepton_host.serving.routing import RoutingPolicy
 
     from ._target import resolve_target
 
     args.target, args.engine = resolve_target(args, "serve")
     faults = parse_schedule(getattr(args, "fault", None))  # before loading anything: a bad spec is one line
     if faults and args.target != "emulated-board":
-        from lepton_hls.serving.fault_schedule import FaultSpecError
+        from lepton_host.serving.fault_schedule import FaultSpecError
 
         raise FaultSpecError("--fault needs --target emulated-board (faults are injected into the emulated board)")
     manifest = load_manifest(args.package)
@@ -125,7 +125,7 @@ def build_gateway(args):
     )
     backend = open_edge_backend(args.package, args.target, args.engine)
     if faults:
-        from lepton_hls.serving.fault_schedule import FaultSchedule
+        from lepton_host.serving.fault_schedule import FaultSchedule
 
         config.fault_schedule = FaultSchedule(backend.accelerator.device, faults)
     app, service = create_gateway(manifest, backend, config)
@@ -133,9 +133,9 @@ def build_gateway(args):
 
 
 def run(args) -> int:
-    from lepton_hls.serving.cloud_client import redact_url
-    from lepton_hls.serving.options import check_serve_args
-    from lepton_hls.serving.runner import bind, serve_forever
+    from lepton_host.serving.cloud_client import redact_url
+    from lepton_host.serving.options import check_serve_args
+    from lepton_host.serving.runner import bind, serve_forever
 
     check_serve_args(args)
     sock = bind(args.host, args.port)  # before the announcement: a port in use is one error line

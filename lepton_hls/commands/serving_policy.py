@@ -26,8 +26,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from lepton_host.manifest import LOADED, POLICY_NAME, load_manifest
 
-    from lepton_hls.serving.errors import BadRequest
-    from lepton_hls.serving.routing import RoutingPolicy
+    from lepton_host.serving.errors import BadRequest
+    from lepton_host.serving.routing import RoutingPolicy
 
     pkg, src = Path(args.package), Path(args.policy)
     manifest = load_manifest(pkg, verify=False)

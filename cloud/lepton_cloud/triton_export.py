@@ -15,7 +15,7 @@ import numpy as np
 from lepton_host.errors import LeptonError
 from lepton_host.manifest import Manifest, load_manifest
 
-from .cloud_server import load_keras_model
+from .server import load_keras_model
 
 SAVEDMODEL_DIR = "model.savedmodel"  # the name Triton's TensorFlow backend looks for
 

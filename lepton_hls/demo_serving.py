@@ -20,17 +20,17 @@ import numpy as np
 
 from lepton_host.manifest import load_manifest
 
-from . import oip
-from .app import ServerOptions
-from .batcher import BatcherConfig
-from .breaker import BreakerConfig
-from .cloud_client import CloudConfig
-from .edge import open_edge_backend
-from .errors import ServingError
-from .gateway import GatewayConfig, create_gateway
-from .routing import RoutingPolicy
-from .runner import ServerThread
-from .traffic import mixed_traffic
+from lepton_host.serving import oip
+from lepton_host.serving.app import ServerOptions
+from lepton_host.serving.batcher import BatcherConfig
+from lepton_host.serving.breaker import BreakerConfig
+from lepton_host.serving.cloud_client import CloudConfig
+from lepton_host.serving.edge import open_edge_backend
+from lepton_host.serving.errors import ServingError
+from lepton_host.serving.gateway import GatewayConfig, create_gateway
+from lepton_host.serving.routing import RoutingPolicy
+from lepton_host.serving.runner import ServerThread
+from lepton_host.serving.traffic import mixed_traffic
 
 PHASES = (("before fault", 0.5), ("board hung", 0.25), ("recovered", 0.25))
 CONFIDENCE_THRESHOLD = 0.5  # classifiers: samples the accelerator is less sure of go to the cloud model

@@ -16,11 +16,11 @@ import numpy as np
 from lepton_host.errors import LeptonError
 from lepton_host.manifest import Manifest, load_manifest
 
-from .app import ServerOptions, TensorInfo, create_app
-from .batcher import BatcherConfig, DynamicBatcher
-from .errors import DeadlineExceeded
-from .metrics import ServingMetrics
-from .oip import InferRequest
+from lepton_host.serving.app import ServerOptions, TensorInfo, create_app
+from lepton_host.serving.batcher import BatcherConfig, DynamicBatcher
+from lepton_host.serving.errors import DeadlineExceeded
+from lepton_host.serving.metrics import ServingMetrics
+from lepton_host.serving.oip import InferRequest
 
 
 class ModelLoadError(LeptonError):
