@@ -263,16 +263,15 @@ def _logits_twin(files: ModelFiles):
 
 def _traced_model(model32, record: dict, root: Path, progress: Progress):
     """The package's hls4ml model rebuilt with every layer traced (same conversion, same firmware patches)."""
-    from .build import calibration_inputs, patch_firmware
+    from .calibration import calibration_inputs
     from .convert import convert
+    from .firmware import patch_firmware
 
     cfg = BuildConfig(**record["config"])
     tmp = Path(tempfile.mkdtemp(prefix="lepton-verify-"))
     calib = None
-    if record["conversion"]["float_model"]:
-        from .build import ModelSpec
-
-        calib = calibration_inputs(ModelSpec(files=None), tuple(model32.input_shape[1:]), cfg.profile_samples)
+    if record["conversion"]["float_model"]:  # the build's profiling inputs (user models: no zoo data)
+        calib = calibration_inputs(tuple(model32.input_shape[1:]), cfg.profile_samples)
     hls_model, _ = convert(model32, cfg, str(tmp / "hls"), calibration=calib)
     for layer in hls_model.get_layers():
         # io_stream's stream copies write no trace of their own; asking for one breaks hls4ml's trace reader
@@ -317,9 +316,9 @@ def _compare_layers(hls_model, trace: dict, keras_out: dict, logits_ref, softmax
         )
         if row.identical_rows < 1.0:
             table = _table_function(layer)
-            from .build import _average_counts
+            from .inexact import average_counts
 
-            uneven = sorted(n for n in _average_counts(layer) if n & (n - 1))
+            uneven = sorted(n for n in average_counts(layer) if n & (n - 1))
             if uneven:
                 row.cause = (
                     f"average over {', '.join(map(str, uneven))} values: 1/{uneven[0]} has no exact binary fraction, "

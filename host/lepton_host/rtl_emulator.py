@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .emulator import Emulator, PortSpec
+from .emulator_base import Emulator, PortSpec
 from .errors import EmulationError
 from .fixedpoint import FixedFormat
 
@@ -113,7 +113,7 @@ class _EngineTail:
     """The package's engine layers after the RTL's output layer, fed with the RTL's raw output."""
 
     def __init__(self, package_dir: Path, start: str):
-        from .emulator import ENGINE_DIR, read_ports
+        from .emulator_base import ENGINE_DIR, read_ports
         from .engine import Engine
 
         self.engine = Engine.load(Path(package_dir) / ENGINE_DIR)
