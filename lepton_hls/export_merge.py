@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lepton_host.engine_merge import MERGE_FUNCTIONS
+from lepton_host.fixedpoint import FixedFormat
 
 
 def _inputs(exporter, layer) -> list:
@@ -57,24 +58,26 @@ def concatenate(exporter, layer, rec) -> None:
 def dot(exporter, layer, rec) -> None:
     from hls4ml.backends import get_backend
 
-    from .engine_export import fixed_format
-
     a, b = _inputs(exporter, layer)
     if len(a.shape) != 1 or list(a.shape) != list(b.shape):
         exporter._unsupported(layer, f"dot of shapes {list(a.shape)} and {list(b.shape)} (two equal vectors)")
     product = get_backend("vivado").product_type(a.type.precision, b.type.precision)
     if product != "mult":
         exporter._unsupported(layer, f"the {product} product of {a.type.precision} and {b.type.precision}")
-    fa, fb = fixed_format(a.type.precision), fixed_format(b.type.precision)
+    fa, fb = _format(a.type.precision), _format(b.type.precision)
     if (fa.width == 1 and not fa.signed) or (fb.width == 1 and not fb.signed):
         exporter._unsupported(layer, "binary (1-bit unsigned) inputs")
     rec["op"] = "dot"
-    rec["params"].update(n_in=int(a.shape[0]), accum=fixed_format(layer.types["accum_t"].precision).to_dict())
+    rec["params"].update(n_in=int(a.shape[0]), accum=_format(layer.types["accum_t"].precision).to_dict())
 
 
 def clone(exporter, layer, rec) -> None:
-    from .engine_export import fixed_format
-
-    if rec["format"] != fixed_format(layer.get_input_variable().type.precision).to_dict():
+    if rec["format"] != _format(layer.get_input_variable().type.precision).to_dict():
         exporter._unsupported(layer, "a clone that changes the fixed-point format")
     rec["op"] = "clone"
+
+
+def _format(precision) -> FixedFormat:
+    """hls4ml precision type -> FixedFormat (as engine_export.fixed_format; kept here so that this module does
+    not import the exporter that imports it)."""
+    return FixedFormat.parse(str(precision))

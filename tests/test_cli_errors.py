@@ -127,12 +127,16 @@ def test_verify_with_the_users_data_counts_values_outside_the_input_type(pkg, tm
 
     from lepton_host.manifest import load_manifest
 
-    m = load_manifest(pkg)
+    import shutil
+
+    own = tmp_path / "pkg"  # verify records its result in the package: not in the session's shared one
+    shutil.copytree(pkg, own)
+    m = load_manifest(own)
     x = np.random.default_rng(5).normal(0, 1, (64, *m.inputs[0].shape))
     x[:, 0] = 500.0  # one feature far beyond ap_fixed<16,6>
     path = tmp_path / "raw.npy"
     np.save(path, x)
-    proc = cli("verify", pkg, "--samples", "50", "--json", "--data", path)
+    proc = cli("verify", own, "--samples", "50", "--json", "--data", path)
     report = json.loads(proc.stdout)
     assert [s["name"] for s in report["sets"]][-1] == "data"
     note = next(n for n in report["notes"] if "outside the input type" in n)

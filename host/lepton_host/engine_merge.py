@@ -22,7 +22,7 @@ MERGE_FUNCTIONS = ("add", "subtract", "multiply", "average", "maximum", "minimum
 def _converter(from_frac: int, fmt: FixedFormat, lo: int, hi: int):
     """An ap_fixed assignment to `fmt` of exact values in [lo, hi] with `from_frac` fraction bits: engine.py's
     fast `_Convert` when the values fit int64 comfortably, else one on Python integers."""
-    from .engine import _Convert  # engine.py imports this module to register the builders
+    from .engine_ops import _Convert
 
     if max(abs(lo), abs(hi)) < INT64_SAFE:
         conv = _Convert(from_frac, fmt, lo, hi)
@@ -156,7 +156,7 @@ def merge(layer, p, ins, fmt, arrays):
 def concatenate(layer, p, ins, fmt, arrays):
     """hls4ml `Concatenate`: each input assigned to the result type, joined along `axis` (of the per-sample
     shape)."""
-    from .engine import _Convert
+    from .engine_ops import _Convert
 
     if len(ins) != 2:
         raise EmulationError(f"engine layer {layer['name']!r}: concatenate takes two inputs, not {len(ins)}")
@@ -180,7 +180,7 @@ def concatenate(layer, p, ins, fmt, arrays):
 def dot(layer, p, ins, fmt, arrays):
     """hls4ml `Dot` of two vectors (dot1d): each product converted to `accum`, summed in `accum` from 0 in index
     order, the sum assigned to the result type."""
-    from .engine import _Convert
+    from .engine_ops import _Convert
 
     if len(ins) != 2:
         raise EmulationError(f"engine layer {layer['name']!r}: dot takes two inputs, not {len(ins)}")
@@ -224,7 +224,7 @@ def dot(layer, p, ins, fmt, arrays):
 
 def clone(layer, p, ins, fmt, arrays):
     """io_stream's copy of a stream read by several layers: the values unchanged (same type)."""
-    from .engine import _Convert
+    from .engine_ops import _Convert
 
     conv = _Convert(ins[0].format.frac, fmt, ins[0].lo, ins[0].hi)
     return (lambda xs: conv(xs[0])), 0, conv.bounds

@@ -200,4 +200,4 @@ BUILDERS = {
 }
 
 # Imported last: engine.py registers BUILDERS when it finishes loading, so either module may be imported first.
-from .engine import _Convert, _fmt, _Mac, _windows  # noqa: E402
+from .engine_ops import _Convert, _fmt, _Mac, _windows  # noqa: E402

@@ -75,3 +75,7 @@ class RequestTimeout(ServingError):
 
 class UnsupportedMediaType(ServingError):
     status = 415
+
+
+class InvalidOption(LeptonError):
+    """A server option is out of range or malformed."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from lepton_host.board.faults import Fault, FaultKind
 
-from .options import InvalidOption
+from .errors import InvalidOption
 
 
 class FaultSpecError(InvalidOption):

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import httpx
 
-from lepton_host.errors import LeptonError
+from .errors import InvalidOption
 
 
-class InvalidOption(LeptonError):
-    """A server option is out of range or malformed."""
 
 
 def check_port(port: int, flag: str = "--port") -> None:
