@@ -103,12 +103,6 @@ def calibration_inputs(spec: ModelSpec, input_shape, n: int, seed: int = 0) -> n
     return inputs(input_shape, n, seed=seed, zoo_name=spec.zoo_name, preprocessing=spec.preprocessing)
 
 
-def check_loaded(keras_model) -> None:
-    from .model_check import check_loaded as _check
-
-    _check(keras_model)
-
-
 def check_spec(spec: ModelSpec, cfg: BuildConfig | None = None):
     """The front door (seconds, no TensorFlow): every layer supported, every configured layer present."""
     from .model_check import check_model, refuse_unsupported
@@ -147,6 +141,8 @@ def build_package(
     spec = resolve_model(model, weights)
     check_spec(spec, cfg)
     keras_model = load_keras(spec.files)
+    from .model_check import check_loaded
+
     check_loaded(keras_model)
     final = Path(out).absolute()
     if final.exists() and (not final.is_dir() or any(final.iterdir())):

@@ -137,7 +137,7 @@ def _exact_alpha_results(hls_model, cfg: BuildConfig, report: ConversionReport) 
         if in_fmt is None or scale is None:
             continue
         if isinstance(scale.type.precision, ExponentPrecisionType):
-            pairs = np.array([t.strip("{} ").split(",") for t in scale], dtype=np.float64)
+            pairs = po2_pairs(scale)
             s = np.where(pairs[:, 0] == 1, 1.0, -1.0) * np.exp2(pairs[:, 1])
         else:
             s = _weight_values(layer, "scale", layer.weights)
@@ -180,6 +180,12 @@ def _hls4ml_convert(model, hcfg: dict, cfg: BuildConfig, output_dir: str):
 def _last_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[-1] if text else type(e).__name__
+
+
+def po2_pairs(var) -> np.ndarray:
+    """A power-of-two weight variable as hls4ml writes it, one "{sign, exponent}" per value (sign 1 = positive):
+    an (n, 2) float array."""
+    return np.array([t.strip("{} ").split(",") for t in var], dtype=np.float64)
 
 
 def fmt_of(precision) -> FixedFormat | None:

@@ -22,6 +22,7 @@ from lepton_host.errors import EmulationError
 from lepton_host.fixedpoint import FixedFormat
 
 from . import export_merge, export_spatial, hls_probe
+from .convert import po2_pairs
 
 # hls4ml class -> the op it is exported as; a class listed by several kinds starts as the first (its handler may
 # hand the layer on, e.g. an Activation that is not relu or linear becomes a lookup table).
@@ -160,7 +161,7 @@ class _Exporter:
         key = f"{layer.name}/"
         if isinstance(precision, ExponentPrecisionType):
             # hls4ml writes each power-of-two weight as "{sign, exponent}" (sign 1 = positive).
-            pairs = np.array([t.strip("{} ").split(",") for t in wvar], dtype=np.float64)
+            pairs = po2_pairs(wvar)
             params["product"] = "exponential"
             params["exp_width"] = int(precision.width)
             params["data_width"] = int(self._in_format(layer).width)
@@ -285,7 +286,7 @@ class _Exporter:
         if isinstance(ws["scale"].type.precision, ExponentPrecisionType):
             # QKeras' auto_po2 alpha (hls4ml's ApplyAlpha): "{sign, exponent}" pairs, multiplied as exact shifts
             # in the product type the build widens (patch_firmware), so an exact fixed-point scale is the same.
-            pairs = np.array([t.strip("{} ").split(",") for t in ws["scale"]], dtype=np.float64)
+            pairs = po2_pairs(ws["scale"])
             values = np.where(pairs[:, 0] == 1, 1.0, -1.0) * np.exp2(pairs[:, 1])
             exps = pairs[:, 1].astype(np.int64)
             frac = max(0, -int(exps.min()))

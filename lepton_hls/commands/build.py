@@ -29,14 +29,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _read_data(path):
-    from .verify import _read_data as read
-
-    return read(path)
-
-
 def run(args) -> int:
     from ..build import build_package
+    from .verify import read_data
     from ..build_config import load_config
     from ..progress import Progress
 
@@ -46,7 +41,7 @@ def run(args) -> int:
     with stdout_to_stderr():
         manifest, report = build_package(
             args.model, args.out, cfg, weights=args.weights, verify_samples=args.samples, force=args.force,
-            progress=Progress(), data=_read_data(args.data),
+            progress=Progress(), data=read_data(args.data),
         )
     if args.json:
         print(json.dumps(report, indent=2))

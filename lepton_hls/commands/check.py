@@ -43,7 +43,7 @@ def run(args) -> int:
     else:
         print_report(report)
     check_spec(spec, cfg)  # raises the one-line refusal (exit 2)
-    from ..build import check_loaded
+    from ..model_check import check_loaded
     from ..keras_io import load_keras
     from ..progress import stdout_to_stderr
 

@@ -33,7 +33,7 @@ def run(args) -> int:
     # Progress goes to stderr with or without --json: stdout holds only the result (one JSON object with --json).
     with stdout_to_stderr():
         report = verify_package(args.package, samples=args.samples, seed=args.seed, progress=Progress(),
-                                data=_read_data(args.data))
+                                data=read_data(args.data))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -74,7 +74,7 @@ def print_summary(report: dict) -> None:
     sys.stdout.flush()
 
 
-def _read_data(path):
+def read_data(path):
     if not path:
         return None
     from pathlib import Path
