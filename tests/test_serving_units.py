@@ -103,12 +103,32 @@ def test_breaker_opens_after_n_failures_probes_half_open_and_closes_on_success()
 
 
 def test_retry_budget_limits_retries_to_a_fraction_of_requests():
-    budget = RetryBudget(ratio=0.1, reserve=2.0)
-    spent = 0
-    for _ in range(1000):
+    # 0.125 is exact in binary, so the count below is exact arithmetic, not a float accident.
+    budget = RetryBudget(ratio=0.125, reserve=2.0)
+    granted = []
+    for i in range(1000):
         budget.earn()
-        spent += budget.spend()
-    assert spent <= 0.1 * 1000 + 2
+        if budget.spend():
+            granted.append(i)
+    # The reserve pays the first two retries at once; after that one retry per eight requests.
+    assert granted[:2] == [0, 1]
+    assert all(b - a == 8 for a, b in zip(granted[2:], granted[3:]))
+    # 2 from the reserve, then 1000 - 2 requests earn 124.75 tokens (the first request's earning is lost at
+    # the cap): 124 more retries.
+    assert len(granted) == 126
+    assert len(granted) <= 0.125 * 1000 + 2
+
+
+def test_retry_budget_refuses_when_empty_and_earns_back():
+    budget = RetryBudget(ratio=0.5, reserve=1.0)
+    assert budget.spend() and not budget.spend()  # the reserve pays one retry, then nothing
+    budget.earn()
+    assert not budget.spend()  # half a token is not a retry
+    budget.earn()
+    assert budget.spend() and not budget.spend()
+    for _ in range(10):
+        budget.earn()
+    assert budget.spend() and not budget.spend()  # earnings stop at the reserve
 
 
 # ---- routing -------------------------------------------------------------------------------------------------
