@@ -21,17 +21,31 @@ from pathlib import Path
 
 import numpy as np
 
+from .axi_dma_registers import (
+    ALL_ONES,
+    CR_RESET,
+    CR_RS,
+    MM2S_DMACR,
+    MM2S_DMASR,
+    MM2S_LENGTH,
+    MM2S_SA,
+    MM2S_SA_MSB,
+    S2MM_DA,
+    S2MM_DA_MSB,
+    S2MM_DMACR,
+    S2MM_DMASR,
+    S2MM_LENGTH,
+    SR_ERRORS,
+    SR_HALTED,
+    SR_IDLE,
+    error_kinds,
+    status_names,
+)
 from .errors import InputShapeError, LeptonError, ManifestError
 from .manifest import Manifest, load_manifest
 from .packing import CHECK_WORDS, LaneDequantizer, LaneQuantizer, check_word, lane_bits, pack_into, words_for
 from .selftest import SelfTestResult, golden_vectors, run_self_test
 
-# AXI DMA simple-mode registers, as uint32 word indices (PG021).
-_MM2S_CR, _MM2S_SR, _MM2S_SA, _MM2S_SA_MSB, _MM2S_LEN = 0, 1, 6, 7, 10
-_S2MM_CR, _S2MM_SR, _S2MM_DA, _S2MM_DA_MSB, _S2MM_LEN = 12, 13, 18, 19, 22
-_SR_HALTED, _SR_IDLE, _SR_ERRORS, _SR_IRQS = 0x1, 0x2, 0x70, 0x7000
-_CR_RUN, _CR_RESET = 0x1, 0x4
-_ALL_ONES = 0xFFFFFFFF
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_TIMEOUT_S = 1.0
 
@@ -292,39 +306,39 @@ class Accelerator:
     def _start(self, slot: _Slot) -> None:
         r = self._regs
         # Receive side first, so the output packet always has a place to land.
-        r[_S2MM_DA] = slot.out_addr
-        r[_S2MM_LEN] = (slot.out_words + CHECK_WORDS) * 4
-        r[_MM2S_SA] = slot.in_addr
-        r[_MM2S_LEN] = slot.in_words * 4
+        r[S2MM_DA] = slot.out_addr
+        r[S2MM_LENGTH] = (slot.out_words + CHECK_WORDS) * 4
+        r[MM2S_SA] = slot.in_addr
+        r[MM2S_LENGTH] = slot.in_words * 4
 
     def _finish(self, slot: _Slot, out_flat: np.ndarray, timeout: float) -> None:
         r = self._regs
-        sr = int(r[_S2MM_SR])
-        if not sr & (_SR_IDLE | _SR_ERRORS):
+        sr = int(r[S2MM_DMASR])
+        if not sr & (SR_IDLE | SR_ERRORS):
             deadline = time.perf_counter() + timeout
             polls = 0
             while True:
-                sr = int(r[_S2MM_SR])
-                if sr & (_SR_IDLE | _SR_ERRORS):
+                sr = int(r[S2MM_DMASR])
+                if sr & (SR_IDLE | SR_ERRORS):
                     break
                 polls += 1
                 if polls > SPIN_POLLS:  # a slow or hung fabric: stop spinning, let other threads (the gateway) run
                     time.sleep(min(MAX_POLL_SLEEP_S, 1e-5 * (polls - SPIN_POLLS)))
-                mm2s = int(r[_MM2S_SR])
-                if mm2s & _SR_ERRORS and mm2s != _ALL_ONES:  # the send side failed: nothing will come back
+                mm2s = int(r[MM2S_DMASR])
+                if mm2s & SR_ERRORS and mm2s != ALL_ONES:  # the send side failed: nothing will come back
                     self._raise_status(mm2s, "MM2S")
                 if time.perf_counter() > deadline:
                     self._fail()
                     raise DeviceTimeoutError(
                         f"{self.manifest.model.name}: DMA receive did not complete within {timeout:g} s "
                         f"({slot.n} samples, {(slot.out_words + CHECK_WORDS) * 4} bytes expected; "
-                        f"S2MM_DMASR=0x{sr:08x}). The "
+                        f"S2MM_DMASR=0x{sr:08x}: {_status(sr)}). The "
                         "accelerator hung or is too slow; the DMA was reset. Check that the IP asserts TLAST "
                         "and that the bitstream matches the package"
                     )
-        if sr & _SR_ERRORS or sr == _ALL_ONES:
+        if sr & SR_ERRORS or sr == ALL_ONES:
             self._raise_status(sr, "S2MM")
-        got = int(r[_S2MM_LEN])
+        got = int(r[S2MM_LENGTH])
         want = (slot.out_words + CHECK_WORDS) * 4
         if got != want:
             self._fail()
@@ -357,15 +371,15 @@ class Accelerator:
     # ---- recovery -------------------------------------------------------------------------------------------
     def _raise_status(self, sr: int, channel: str):
         self._fail()
-        if sr == _ALL_ONES:
+        if sr == ALL_ONES:
             raise DeviceMissingError(
                 f"the DMA's registers read 0xFFFFFFFF: no device answers at 0x{self.dma.mmio.base_addr:08x}. "
                 "Is the board powered and the bitstream loaded?"
             )
-        kinds = [n for b, n in ((0x10, "internal"), (0x20, "slave"), (0x40, "decode")) if sr & b]
         detail = getattr(self.device, "last_error", "")
         raise DmaError(
-            f"{channel} DMA {'/'.join(kinds)} error (DMASR=0x{sr:08x}){': ' + detail if detail else ''}; "
+            f"{channel} DMA {'/'.join(error_kinds(sr))} error (DMASR=0x{sr:08x}: {_status(sr)})"
+            f"{': ' + detail if detail else ''}; "
             "the DMA was reset"
         )
 
@@ -379,20 +393,20 @@ class Accelerator:
     def _reset_dma(self) -> None:
         """Soft-reset the DMA (both channels), then start both channels again (PG021 simple mode)."""
         r = self._regs
-        r[_MM2S_CR] = _CR_RESET
-        if int(r[_MM2S_SR]) == _ALL_ONES:
+        r[MM2S_DMACR] = CR_RESET
+        if int(r[MM2S_DMASR]) == ALL_ONES:
             self._needs_reset = True
             raise DeviceMissingError(
                 f"the DMA's registers read 0xFFFFFFFF: no device answers at 0x{self.dma.mmio.base_addr:08x}"
             )
         for _ in range(1000):
-            if not int(r[_MM2S_CR]) & _CR_RESET:
+            if not int(r[MM2S_DMACR]) & CR_RESET:
                 break
-        r[_MM2S_CR] = _CR_RUN
-        r[_S2MM_CR] = _CR_RUN
+        r[MM2S_DMACR] = CR_RS
+        r[S2MM_DMACR] = CR_RS
         # Buffer addresses fit in 32 bits on Zynq-7000: the MSB halves are written once here, not per call.
-        r[_MM2S_SA_MSB] = 0
-        r[_S2MM_DA_MSB] = 0
+        r[MM2S_SA_MSB] = 0
+        r[S2MM_DA_MSB] = 0
         self._needs_reset = False
 
     def reset(self) -> None:
@@ -401,11 +415,12 @@ class Accelerator:
 
     def health(self) -> tuple[bool, str]:
         r = self._regs
-        sr = (int(r[_MM2S_SR]), int(r[_S2MM_SR]))
-        if _ALL_ONES in sr:
+        sr = (int(r[MM2S_DMASR]), int(r[S2MM_DMASR]))
+        if ALL_ONES in sr:
             return False, "DMA registers read 0xFFFFFFFF: device missing"
-        if any(s & _SR_HALTED for s in sr):
-            return False, f"DMA halted (MM2S_DMASR=0x{sr[0]:08x}, S2MM_DMASR=0x{sr[1]:08x})"
+        if any(s & SR_HALTED for s in sr):
+            return False, (f"DMA halted (MM2S_DMASR=0x{sr[0]:08x}: {_status(sr[0])}, "
+                           f"S2MM_DMASR=0x{sr[1]:08x}: {_status(sr[1])})")
         return True, f"{self.manifest.model.name} on {getattr(self.device, 'name', self.device)}"
 
     # ---- measurement ----------------------------------------------------------------------------------------
@@ -432,7 +447,7 @@ class Accelerator:
             self._start(slot)
             r = self._regs
             deadline = t1 + self.timeout_s
-            while not int(r[_S2MM_SR]) & (_SR_IDLE | _SR_ERRORS):
+            while not int(r[S2MM_DMASR]) & (SR_IDLE | SR_ERRORS):
                 if time.perf_counter() > deadline:
                     break
             t2 = time.perf_counter()
@@ -464,6 +479,11 @@ class Accelerator:
             slot.inp.freebuffer()
             slot.out.freebuffer()
         self._slots = []
+
+
+def _status(sr: int) -> str:
+    """A status word's set bits by name, for error messages."""
+    return ", ".join(status_names(sr)) or "no bits set"
 
 
 def _find_bitstream(package_dir: Path, manifest: Manifest, device) -> Path:

@@ -15,16 +15,33 @@ from collections import deque
 
 import numpy as np
 
-# Word indices of the simple-mode registers (byte offset / 4).
-MM2S_DMACR, MM2S_DMASR, MM2S_SA, MM2S_SA_MSB, MM2S_LENGTH = 0x00 // 4, 0x04 // 4, 0x18 // 4, 0x1C // 4, 0x28 // 4
-S2MM_DMACR, S2MM_DMASR, S2MM_DA, S2MM_DA_MSB, S2MM_LENGTH = 0x30 // 4, 0x34 // 4, 0x48 // 4, 0x4C // 4, 0x58 // 4
+from ..axi_dma_registers import (
+    ALL_ONES,
+    CR_RESET,
+    CR_RS,
+    LENGTH_MASK,
+    MM2S_DMACR,
+    MM2S_DMASR,
+    MM2S_LENGTH,
+    MM2S_SA,
+    MM2S_SA_MSB,
+    S2MM_DA,
+    S2MM_DA_MSB,
+    S2MM_DMACR,
+    S2MM_DMASR,
+    S2MM_LENGTH,
+    SR_DEC_ERR,
+    SR_ERR_IRQ,
+    SR_HALTED,
+    SR_IDLE,
+    SR_INT_ERR,
+    SR_IOC_IRQ,
+    SR_IRQS,
+    SR_SLV_ERR,
+)
 
-CR_RS, CR_RESET = 0x1, 0x4
-SR_HALTED, SR_IDLE = 0x1, 0x2
-SR_INT_ERR, SR_SLV_ERR, SR_DEC_ERR = 0x10, 0x20, 0x40
-SR_IOC_IRQ, SR_ERR_IRQ = 0x1000, 0x4000
-SR_W1C = 0x7000
-LENGTH_MASK = (1 << 26) - 1
+# The emulated device (device.py) flags the slave errors of the accelerator it runs through the model.
+__all__ = ["AxiDmaModel", "RegisterFile", "SR_SLV_ERR"]
 
 
 class RegisterFile(np.ndarray):
@@ -97,7 +114,7 @@ class AxiDmaModel:
         if self.board.missing:
             return
         r = self._r
-        r[sr] &= ~np.uint32(value & SR_W1C)
+        r[sr] &= ~np.uint32(value & SR_IRQS)
 
     def _start(self, sr: int, length_reg: int, value: int) -> bool:
         r = self._r
@@ -214,7 +231,7 @@ class AxiDmaModel:
     def disappear(self):
         with self._lock:
             self._saved = self.regs.view(np.ndarray).copy()
-            self._r[:] = 0xFFFFFFFF  # what an unanswered AXI read returns here
+            self._r[:] = ALL_ONES
 
     def reappear(self):
         """Back after power-up: the DMA comes out of reset, halted, with nothing in flight."""
