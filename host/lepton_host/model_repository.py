@@ -184,3 +184,19 @@ def admit(entry: ModelEntry, version: int, trust: Trust) -> AdmittedVersion:
     except LeptonError as e:
         raise RepositoryError(f"{entry.name} version {version} refused: {e}") from None
     return AdmittedVersion(entry.name, version, path, manifest, signature)
+
+
+def add_version(model_dir: str | os.PathLike, package_path: str | os.PathLike) -> int:
+    """Move an admitted upload into `model_dir` as its next version; -> the version number. The move is one rename
+    on one file system, so the version appears whole or not at all."""
+    root = Path(model_dir)
+    taken = [int(p.name) for p in root.iterdir() if p.name.isdigit()] if root.is_dir() else []
+    version = max(taken, default=0) + 1
+    while True:
+        try:
+            os.mkdir(root / str(version))  # claims the number even against a concurrent upload
+            break
+        except FileExistsError:
+            version += 1
+    os.replace(package_path, root / str(version))  # onto the empty folder just claimed: atomic
+    return version
