@@ -9,16 +9,15 @@ runtime looks up in the `.hwh`), the stream accelerator `lepton_accel_0`, one PL
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from string import Template
 
 from lepton_host.errors import LeptonError
-from lepton_host.manifest import Manifest, load_manifest, sha256_file
+from lepton_host.manifest import OVERLAY_REPORT, Manifest, OverlaySection, load_manifest, sha256_file
 
 from . import boards as board_table
 from . import ip_wrapper, resources
@@ -64,36 +63,26 @@ def dma_length_width(max_bytes: int) -> int:
     return bits
 
 
-@dataclass
-class OverlayPlan:
-    """What the generated scripts build; recorded in the manifest as `reports["overlay"]`."""
+@dataclass(frozen=True, kw_only=True)
+class OverlayPlan(OverlaySection):
+    """What the generated scripts build; recorded in the manifest as `reports["overlay"]`. The fields the board
+    reads (board, DMA and accelerator instances, batch, bitstream, ...) are the manifest's overlay section,
+    inherited from it; these are the build side's own."""
 
-    board: str
     part: str
     clock_mhz: float
-    max_batch: int
-    dma: str
-    ip: str
     accel: str
     word_bits: int
     in_lane_bits: int
     out_lane_bits: int
     in_words_max: int
     out_words_max: int
-    dma_length_width: int
     dma_offset: str
     hls_script: str
     vivado_script: str
-    bitstream: str | None = None
-    hwh: str | None = None
-    bitstream_sha256: str | None = None
-    built: bool = False
     ip_csim: dict | None = None  # the wrapper's C simulation check (CsimCheck.to_dict())
     timing: dict = field(default_factory=dict)
     utilization: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _tcl_dict(props: dict[str, str]) -> str:
@@ -252,7 +241,8 @@ def write_overlay_project(package_dir: str | Path, board: str, max_batch: int = 
     hls_tcl, vivado_tcl, plan = render_overlay_tcl(spec, board, clock_mhz, max_batch, manifest.model.name, jobs)
     if csim:
         with tempfile.TemporaryDirectory(prefix="lepton_ipcsim_") as work:
-            plan.ip_csim = ip_wrapper.check_csim(spec, ip, hls_dir, work, project_name=manifest.hls.project_name).to_dict()
+            ip_csim = ip_wrapper.check_csim(spec, ip, hls_dir, work, project_name=manifest.hls.project_name).to_dict()
+        plan = replace(plan, ip_csim=ip_csim)
     out = pkg / "overlay"
     out.mkdir(exist_ok=True)
     hls_script, vivado_script = out / "hls_ip.tcl", out / "lepton_overlay.tcl"
@@ -264,7 +254,7 @@ def write_overlay_project(package_dir: str | Path, board: str, max_batch: int = 
         if rel.endswith((".bit", ".hwh")):  # unlisted, the runtime would refuse the package; stale, it must go
             (pkg / rel).unlink(missing_ok=True)
     manifest.add_artifacts(pkg, [*ip.files, hls_script, vivado_script])
-    manifest.reports["overlay"] = plan.to_dict()
+    manifest.set_report(OVERLAY_REPORT, plan.to_dict())
     manifest.save(pkg)
     return OverlayProject(pkg, manifest, plan, ip, hls_script, vivado_script)
 
@@ -280,14 +270,17 @@ def build_overlay(project: OverlayProject, progress: Callable[[str], None] | Non
     for f in (bit, hwh):
         if not f.is_file():
             raise OverlayError(f"Vivado finished but {f} was not written; see {out / 'vivado.log'}")
-    plan = project.plan
-    plan.timing = reports.parse_timing_summary(out / "timing_summary.rpt").to_dict() | {"source": "overlay/timing_summary.rpt"}
-    plan.utilization = reports.parse_utilization(out / "utilization.rpt").to_dict() | {"source": "overlay/utilization.rpt"}
-    plan.bitstream, plan.hwh = f"overlay/{bit.name}", f"overlay/{hwh.name}"
-    plan.bitstream_sha256 = sha256_file(bit)
-    plan.built = True
+    plan = project.plan = replace(
+        project.plan,
+        timing=reports.parse_timing_summary(out / "timing_summary.rpt").to_dict() | {"source": "overlay/timing_summary.rpt"},
+        utilization=reports.parse_utilization(out / "utilization.rpt").to_dict() | {"source": "overlay/utilization.rpt"},
+        bitstream=f"overlay/{bit.name}",
+        hwh=f"overlay/{hwh.name}",
+        bitstream_sha256=sha256_file(bit),
+        built=True,
+    )  # fmt: skip
     manifest = load_manifest(project.package, verify=False)
     manifest.add_artifacts(project.package, [bit, hwh, out / "timing_summary.rpt", out / "utilization.rpt"])
-    manifest.reports["overlay"] = plan.to_dict()
+    manifest.set_report(OVERLAY_REPORT, plan.to_dict())
     manifest.save(project.package)
     return plan

@@ -32,6 +32,7 @@ TASKS = ("classifier", "autoencoder", "regressor")
 LOADED = ("emulation/", "engine/", "hls/firmware/weights/", "overlay/*.bit", "overlay/*.hwh", "serving.json",
           "selftest/")
 POLICY_NAME = "serving.json"
+OVERLAY_REPORT = "overlay"  # the overlay section's place in manifest.json: reports.overlay
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,74 @@ class Verification:
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class OverlaySection:
+    """The overlay the package carries, as the board reads it: which board, which DMA and accelerator instance,
+    the batch one transfer carries and, once the vendor tools built them, the bitstream and its .hwh.
+
+    Written by `lepton-hls overlay` in manifest.json under `reports.overlay`, beside what only the build side
+    reads there (scripts, lane widths, timing, utilization, the wrapper's C simulation); those stay in
+    `Manifest.reports["overlay"]`. Absent in a package that has no overlay yet."""
+
+    board: str
+    dma: str  # the AXI DMA instance that feeds the accelerator, as the .hwh names it
+    ip: str  # the stream accelerator instance
+    max_batch: int  # the largest batch one DMA transfer carries
+    dma_length_width: int  # bits of the DMA's buffer length register (c_sg_length_width)
+    bitstream: str | None = None  # relative to the package; None until the vendor tools built it
+    hwh: str | None = None
+    bitstream_sha256: str | None = None
+    built: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "reports.overlay") -> OverlaySection:
+        """Parse and check the section; a ManifestError names the first field that is missing or malformed."""
+        _require(d, ("board", "dma", "ip", "max_batch", "dma_length_width"), where)
+
+        def text(key):
+            v = d[key]
+            if not isinstance(v, str) or not v:
+                raise ManifestError(f"{where}.{key} must be a non-empty string, got {v!r}")
+            return v
+
+        def integer(key, lo, hi=None):
+            v = d[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                rng = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
+                raise ManifestError(f"{where}.{key} must be an integer {rng}, got {v!r}")
+            return v
+
+        def package_path(key):
+            v = d.get(key)
+            if v is None:
+                return None
+            if not isinstance(v, str) or not v or os.path.isabs(v) or ".." in Path(v).parts:
+                raise ManifestError(f"{where}.{key} must be a path inside the package or null, got {v!r}")
+            return v
+
+        sha = d.get("bitstream_sha256")
+        if sha is not None and not (isinstance(sha, str) and len(sha) == 64
+                                    and all(c in "0123456789abcdef" for c in sha)):  # fmt: skip
+            raise ManifestError(f"{where}.bitstream_sha256 must be a sha256 hex digest or null, got {sha!r}")
+        built = d.get("built", False)
+        if not isinstance(built, bool):
+            raise ManifestError(f"{where}.built must be true or false, got {built!r}")
+        return cls(
+            board=text("board"),
+            dma=text("dma"),
+            ip=text("ip"),
+            max_batch=integer("max_batch", 1),
+            dma_length_width=integer("dma_length_width", 8, 26),  # PG021's range for c_sg_length_width
+            bitstream=package_path("bitstream"),
+            hwh=package_path("hwh"),
+            bitstream_sha256=sha,
+            built=built,
+        )
+
+
 class UnverifiedPackageError(LeptonError):
     """The package failed its fidelity check: its C simulation does not compute what its model computes."""
 
@@ -285,10 +354,13 @@ class Manifest:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     fidelity: Fidelity = field(default_factory=Fidelity)
     artifacts: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
-    # Named tool reports added after the build (verification, rtl, overlay, synth): free-form JSON objects.
+    # Named tool reports added after the build (verification, rtl, overlay, synth): free-form JSON objects,
+    # written with `set_report`. The board reads none of them by key: what it needs is typed (`overlay`).
     reports: dict[str, Any] = field(default_factory=dict)
     # Optional in schema version 1: older manifests lack it and load as "not recorded".
     verification: Verification = field(default_factory=Verification)
+    # reports.overlay in the JSON, parsed; None: no overlay generated for the package.
+    overlay: OverlaySection | None = None
     created: str = ""
     tool_version: str = ""
 
@@ -308,6 +380,10 @@ class Manifest:
             "artifacts": dict(sorted(self.artifacts.items())),
             "reports": self.reports,
         }
+        if self.overlay is not None:  # the typed fields over what the build side recorded beside them
+            body["reports"] = self.reports | {
+                OVERLAY_REPORT: self.reports.get(OVERLAY_REPORT, {}) | self.overlay.to_dict()
+            }
         if self.verification.recorded:
             body["verification"] = self.verification.to_dict()
         body["digest"] = _digest(body)
@@ -338,6 +414,10 @@ class Manifest:
         for rel in artifacts:
             if os.path.isabs(rel) or ".." in Path(rel).parts:
                 raise ManifestError(f"artifact path {rel!r} escapes the package directory")
+        reports = d.get("reports", {})
+        if not isinstance(reports, dict):
+            raise ManifestError("manifest.reports must be a JSON object")
+        overlay = OverlaySection.from_dict(reports[OVERLAY_REPORT]) if OVERLAY_REPORT in reports else None
         try:
             return cls(
                 model=ModelInfo.from_dict(d["model"]),
@@ -347,13 +427,23 @@ class Manifest:
                 preprocessing=Preprocessing.from_dict(d.get("preprocessing", {})),
                 fidelity=Fidelity.from_dict(d.get("fidelity", {})),
                 artifacts=dict(artifacts),
-                reports=dict(d.get("reports", {})),
+                reports=dict(reports),
                 verification=Verification.from_dict(d.get("verification")),
+                overlay=overlay,
                 created=str(d.get("created", "")),
                 tool_version=str(d.get("tool_version", "")),
             )
         except (TypeError, ValueError, AttributeError) as e:
             raise ManifestError(f"malformed manifest: {e}") from None
+
+    def set_report(self, name: str, summary: dict) -> None:
+        """Record a tool's summary as `reports[name]`. The overlay's is parsed into `overlay` as a loaded
+        manifest parses it, so a section the board would refuse is never written."""
+        if not isinstance(summary, dict):
+            raise ManifestError(f"reports.{name} must be a JSON object, got {type(summary).__name__}")
+        if name == OVERLAY_REPORT:
+            self.overlay = OverlaySection.from_dict(summary)
+        self.reports[name] = summary
 
     # ---- files ----------------------------------------------------------------------------------------
     def save(self, package_dir: str | os.PathLike) -> Path:

@@ -189,7 +189,7 @@ class Accelerator:
         the bitstream, False never does (the caller knows it is loaded), None (default) programs it only when
         the device does not already hold it. `max_batch` sizes the contiguous buffers; larger batches are
         streamed through them in chunks. `bitfile` overrides the package's overlay and `dma` names the DMA
-        that feeds the accelerator when the overlay holds several (default: the manifest's overlay report)."""
+        that feeds the accelerator when the overlay holds several (default: the manifest's overlay section)."""
         package_dir = Path(package_dir)
         manifest = load_manifest(package_dir, verify=True)
         try:
@@ -215,9 +215,8 @@ class Accelerator:
         except (RuntimeError, OSError, ValueError) as e:
             raise DeviceError(f"cannot load overlay {bit}: {e}") from None
         dma_ip = _find_dma(overlay, manifest, dma)
-        report = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
         if max_batch is None:
-            max_batch = int(report.get("max_batch") or DEFAULT_MAX_BATCH)
+            max_batch = manifest.overlay.max_batch if manifest.overlay else DEFAULT_MAX_BATCH
         return cls(package_dir, manifest, overlay, dma_ip, device, max_batch, timeout_s)
 
     # ---- inference ------------------------------------------------------------------------------------------
@@ -489,8 +488,8 @@ def _status(sr: int) -> str:
 def _find_bitstream(package_dir: Path, manifest: Manifest, device) -> Path:
     """The package's own overlay when vendor tools built one; on the emulated board, one generated from the
     manifest unless the package's .hwh already describes an emulatable accelerator."""
-    report = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
-    candidates = [package_dir / report["bitstream"]] if report.get("bitstream") else []
+    recorded = manifest.overlay.bitstream if manifest.overlay else None
+    candidates = [package_dir / recorded] if recorded else []
     overlay_dir = package_dir / "overlay"
     if overlay_dir.is_dir():
         candidates += sorted(overlay_dir.glob("*.bit"))
@@ -513,8 +512,7 @@ def _find_bitstream(package_dir: Path, manifest: Manifest, device) -> Path:
 
 
 def _find_dma(overlay, manifest: Manifest, name: str | None = None):
-    report = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
-    wanted = name or report.get("dma")
+    wanted = name or (manifest.overlay.dma if manifest.overlay else None)
     dmas = [k for k, v in overlay.ip_dict.items() if str(v.get("type", "")).startswith("xilinx.com:ip:axi_dma:")]
     if wanted:
         candidates = [wanted]
