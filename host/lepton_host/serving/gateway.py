@@ -1,6 +1,8 @@
-"""The edge gateway: requests arrive here, are preprocessed and checked, answered on the accelerator through
-the dynamic batcher when the routing policy allows, and otherwise (or in addition, for the cascade) by the
-cloud. The caller sees one protocol and one answer; the response's parameters say which path answered and why.
+"""The edge gateway: requests arrive here and are preprocessed; the routing plan (routing.py, from the
+request's facts: edge health, queue, input range, policy) says which samples the accelerator answers through
+the dynamic batcher and which (or, for the cascade, which in addition) the cloud; plan_executor.py carries it
+out on the paths this module owns. The caller sees one protocol and one answer; the response's parameters say
+which path answered and why.
 
 Failure handling: a failed or hung edge batch (a DeviceError, an IntegrityError) falls back to the cloud and
 takes the edge out of service until the health loop has reset the board and its self-test passed
@@ -28,9 +30,10 @@ from .audit import AuditConfig, Auditor, AuditUnavailable, make_reference
 from .batcher import BatcherConfig, DynamicBatcher
 from .cloud_client import CloudClient, CloudConfig
 from .edge_monitor import IN, EdgeMonitor, EdgeState, MonitorConfig
-from .errors import DeadlineExceeded, EdgeUnavailable, Overloaded, ServingError, Unavailable
+from .errors import DeadlineExceeded, ServingError, Unavailable
 from .metrics import ServingMetrics
 from .oip import InferRequest
+from .plan_executor import Outcome, execute
 
 
 @dataclass
@@ -172,13 +175,6 @@ class EdgeService:
     def _fault_changed(self, what: str, f) -> None:
         self.metrics.child(self.metrics.fault_injected, f.fault.kind.value).set(1 if what == "inject" else 0)
 
-    def _edge_failed(self, e: Exception) -> None:
-        self.monitor.take_out(f"batch failed: {e}")
-
-    def _audit(self, x: np.ndarray, y: np.ndarray) -> None:
-        if self.auditor is not None:
-            self.auditor.offer(x, y)
-
     @property
     def edge_healthy(self) -> bool:
         return self.monitor.in_service and not self.batcher.stalled
@@ -208,105 +204,18 @@ class EdgeService:
         self.metrics.child(self.metrics.batch_size, self.name).observe(n)
         self.metrics.child(self.metrics.compute_latency, self.name).observe(compute_s)
 
-    # ---- one request -------------------------------------------------------------------------------------
+    # ---- one request ---------------------------------------------------------------------------------------
     async def infer(self, x: np.ndarray, request: InferRequest, timeout_s: float) -> tuple[np.ndarray, dict]:
         deadline = time.perf_counter() + timeout_s
-        n = x.shape[0]
         x_pre = self.manifest.preprocessing.apply(x)
         self.metrics.child(self.metrics.queue_depth, self.name).set(self.batcher.depth)
-        decision = self.router.before_edge(
-            x_pre, self.edge_healthy, self.batcher.estimated_wait_s(), self.cloud is not None
-        )
-        reasons = decision.reasons
-        y = np.empty((n, *self.output.shape), dtype=np.float64)
-        served = np.zeros(n, dtype="U5")  # "edge" | "cloud"
-        degraded = False
-        edge_idx = np.flatnonzero(decision.edge)
-        cloud_idx = np.flatnonzero(~decision.edge)
-        edge_err: ServingError | None = None
-        cloud_err: ServingError | None = None
+        plan = self.router.plan(x_pre, self.edge_healthy, self.batcher.estimated_wait_s(), self.cloud is not None)
+        outcome = await execute(plan, self, x, x_pre, deadline, self.output.shape)
+        return outcome.y, self._account(outcome)
 
-        cloud_task = None
-        if cloud_idx.size:  # runs while the edge works on the rest
-            cloud_task = asyncio.ensure_future(self._cloud(x[cloud_idx], deadline))
-
-        if edge_idx.size:
-            try:
-                xe = x if edge_idx.size == n else x[edge_idx]
-                ye = await self._edge(xe, deadline)
-                self._audit(xe, ye)
-                y[edge_idx] = ye
-                served[edge_idx] = "edge"
-                esc, why = self.router.escalate(x_pre[edge_idx], ye)
-                if esc.any() and self.cloud is not None:
-                    esc_idx = edge_idx[esc]
-                    reasons[esc_idx] = why
-                    try:
-                        y[esc_idx] = await self._cloud(x[esc_idx], deadline)
-                        served[esc_idx] = "cloud"
-                    except ServingError as e:
-                        degraded = True  # the edge's unsure answer stands
-                        cloud_err = e
-                        reasons[esc_idx] = f"{why}+{R.CLOUD_DOWN}"
-            except Overloaded:
-                if cloud_task is not None:
-                    cloud_task.cancel()
-                self.metrics.child(self.metrics.rejected, "queue_full").inc()
-                raise
-            except DeadlineExceeded:
-                # The caller's own deadline ran out while the edge was working on it: nothing is wrong with the
-                # edge (other requests keep using it), and the cloud would have no time left either.
-                if cloud_task is not None:
-                    cloud_task.cancel()
-                raise
-            except (EdgeUnavailable, ServingError) as e:
-                edge_err = e
-                self._edge_failed(e)
-                reasons[edge_idx] = R.EDGE_FAILED
-                if self.cloud is None:
-                    if cloud_task is not None:
-                        cloud_task.cancel()
-                    raise Unavailable(f"edge failed and no cloud is configured: {e}") from None
-                try:
-                    y[edge_idx] = await self._cloud(x[edge_idx], deadline)
-                    served[edge_idx] = "cloud"
-                except ServingError as ce:
-                    if cloud_task is not None:
-                        cloud_task.cancel()
-                    raise Unavailable(f"no path could answer: edge: {e}; cloud: {ce}") from None
-
-        if cloud_task is not None:
-            try:
-                y[cloud_idx] = await cloud_task
-                served[cloud_idx] = "cloud"
-            except ServingError as e:
-                cloud_err = e
-                policy = self.config.policy
-                can_degrade = policy.degrade_to_edge and self.edge_healthy and policy.mode != "cloud"
-                if not can_degrade:
-                    if isinstance(e, DeadlineExceeded):
-                        raise e from None  # the caller's time ran out: a 504, not "no path could answer"
-                    edge_note = f"edge: {edge_err}" if edge_err else (
-                        f"edge: out of service ({self.monitor.detail or self.batcher.last_error or 'not answering'})"
-                        if not self.edge_healthy else "edge: not allowed by the routing policy"
-                    )
-                    raise Unavailable(f"no path could answer: {edge_note}; cloud: {e}") from None
-                try:
-                    y[cloud_idx] = await self._edge(x[cloud_idx], deadline)
-                except DeadlineExceeded:
-                    raise
-                except ServingError as ee:
-                    if not isinstance(ee, Overloaded):
-                        self._edge_failed(ee)
-                    raise Unavailable(f"no path could answer: edge: {ee}; cloud: {e}") from None
-                self._audit(x[cloud_idx], y[cloud_idx])
-                served[cloud_idx] = "edge"
-                degraded = True
-                reasons[cloud_idx] = np.array([f"{r}+{R.CLOUD_DOWN}" for r in reasons[cloud_idx]], dtype=object)
-
-        return y, self._account(served, reasons, degraded, cloud_err)
-
-    def _account(self, served: np.ndarray, reasons: np.ndarray, degraded: bool, cloud_err) -> dict:
+    def _account(self, outcome: Outcome) -> dict:
+        """Count the request and say in the response's parameters which path answered and why."""
+        served, reasons = outcome.served, outcome.reasons
         n_edge = int((served == "edge").sum())
         n_cloud = served.size - n_edge
         path = "edge" if n_cloud == 0 else "cloud" if n_edge == 0 else "edge+cloud"
@@ -330,12 +239,29 @@ class EdgeService:
             "edge_samples": n_edge,
             "cloud_samples": n_cloud,
         }
-        if degraded:
+        if outcome.degraded:
             params["degraded"] = True
-            params["degraded_because"] = str(cloud_err)[:200]
+            params["degraded_because"] = str(outcome.cloud_err)[:200]
         return params
 
-    async def _edge(self, x: np.ndarray, deadline: float) -> np.ndarray:
+    # ---- the paths, as the plan executor uses them ---------------------------------------------------------
+    def edge_down_detail(self) -> str:
+        return self.monitor.detail or self.batcher.last_error or "not answering"
+
+    def escalate(self, x_pre: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str]:
+        return self.router.escalate(x_pre, y)
+
+    def audit(self, x: np.ndarray, y: np.ndarray) -> None:
+        if self.auditor is not None:
+            self.auditor.offer(x, y)
+
+    def edge_failed(self, e: ServingError) -> None:
+        self.monitor.take_out(f"batch failed: {e}")
+
+    def queue_full(self) -> None:
+        self.metrics.child(self.metrics.rejected, "queue_full").inc()
+
+    async def run_edge(self, x: np.ndarray, deadline: float) -> np.ndarray:
         res = self.batcher.try_direct(x)
         if res is not None:
             self.metrics.child(self.metrics.queue_latency, self.name).observe(0.0)
@@ -355,7 +281,7 @@ class EdgeService:
         self.metrics.child(self.metrics.queue_latency, self.name).observe(res.queue_s)
         return res.y
 
-    async def _cloud(self, x: np.ndarray, deadline: float) -> np.ndarray:
+    async def run_cloud(self, x: np.ndarray, deadline: float) -> np.ndarray:
         if self.cloud is None:
             raise Unavailable("no cloud configured (start the gateway with --cloud URL)")
         return await self.cloud.predict(x, timeout_s=max(deadline - time.perf_counter(), 1e-3))

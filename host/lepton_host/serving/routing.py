@@ -5,6 +5,11 @@ and each sample's preprocessed values against the fixed-point range the accelera
 value outside it would saturate and the answer would be wrong). After the edge: a cascade, sending the samples
 the accelerator is unsure about to the cloud model (classifier confidence below a threshold, autoencoder
 reconstruction error above one). Every decision carries a reason that ends up in the response and the metrics.
+
+`plan_route` decides all of it for one request, as a pure function of the policy and the request's facts, and
+returns a `RoutePlan`: where each sample goes first and why, the cascade check, and the fallbacks when a path
+fails. `plan_executor.py` carries the plan out; the cloud's circuit breaker stays with the cloud client, whose
+refusal is one more way the cloud fails.
 """
 
 from __future__ import annotations
@@ -75,48 +80,135 @@ class RoutingPolicy:
         return asdict(self)
 
 
-@dataclass
-class PreDecision:
-    edge: np.ndarray  # bool per sample: try the edge
-    reasons: np.ndarray  # object array of reason strings per sample
+# ---- the plan: what the gateway does with one request ------------------------------------------------------
+# The decision is a pure function of the policy and the request's facts (no I/O, no clock), so every row of the
+# decision table can be checked on its own; `plan_executor.py` carries a plan out.
+
+# Steps, in the order the executor starts them.
+STEP_CLOUD = "cloud"  # the samples not tried on the edge go to the cloud (concurrently with the edge)
+STEP_EDGE = "edge"  # the edge samples go to the accelerator through the batcher
+STEP_CASCADE = "cascade"  # the edge's unsure answers go to the cloud (classifier confidence, autoencoder error)
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the gateway knows about a request and its paths when it arrives."""
+
+    n: int  # samples in the request
+    edge_healthy: bool  # the board is in service and no batch is hung
+    edge_wait_s: float  # the batcher's estimate of the queue wait for new work
+    has_cloud: bool  # a cloud is configured (whether it answers is the cloud client's business: breaker, retries)
+    # Per sample: preprocessed values inside the input's fixed-point range. Only needed when the range decides
+    # (see `needs_range_check`); None otherwise.
+    in_range: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """Where each sample goes first and why, and what happens after the edge or when a path fails."""
+
+    edge: np.ndarray  # bool per sample: the edge answers it first (else the cloud)
+    reasons: np.ndarray  # object array: the reason per sample (a metric label value)
+    cascade: str = ""  # LOW_CONFIDENCE / HIGH_ERROR: the edge's unsure answers go to the cloud; "": none
+    # An edge batch that fails goes to the cloud (else the request fails: no path left).
+    cloud_if_edge_fails: bool = False
+    # A cloud that cannot answer leaves its samples to the edge, marked degraded, if the edge is in service at
+    # that moment (else the request fails). The cascade's unsure answers always stand when the cloud fails.
+    edge_if_cloud_fails: bool = False
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        to_edge = bool(self.edge.any())
+        return ((STEP_CLOUD,) if not self.edge.all() else ()) + ((STEP_EDGE,) if to_edge else ()) \
+            + ((STEP_CASCADE,) if to_edge and self.cascade else ())
+
+
+def whole_request_route(policy: RoutingPolicy, facts: RequestFacts) -> tuple[bool, str] | None:
+    """(to the edge?, reason) when one rule decides for every sample of the request, in order of precedence;
+    None when each sample goes by its range check."""
+    if policy.mode == "edge":
+        return True, FORCED
+    if policy.mode == "auto" and not facts.has_cloud:
+        return True, NO_CLOUD
+    if policy.mode == "cloud":
+        return False, FORCED
+    if not facts.edge_healthy:
+        return False, EDGE_UNHEALTHY
+    if policy.latency_budget_s is not None and facts.edge_wait_s > policy.latency_budget_s:
+        return False, EDGE_BUSY
+    if not policy.check_range:
+        return True, IN_RANGE
+    return None
+
+
+def needs_range_check(policy: RoutingPolicy, facts: RequestFacts) -> bool:
+    """Whether the plan depends on `facts.in_range` (computing it costs more than the rest of the plan)."""
+    return whole_request_route(policy, facts) is None
+
+
+def cascade_check(policy: RoutingPolicy, task: str) -> str:
+    """The check that escalates the edge's answers for this policy and model task: a reason, or ""."""
+    if policy.mode != "auto":
+        return ""
+    if task == "classifier" and policy.confidence_threshold is not None:
+        return LOW_CONFIDENCE
+    if task == "autoencoder" and policy.error_threshold is not None:
+        return HIGH_ERROR
+    return ""
+
+
+def plan_route(policy: RoutingPolicy, task: str, facts: RequestFacts) -> RoutePlan:
+    """The plan for one request: pure, from the policy, the model's task and the request's facts."""
+    n = facts.n
+    whole = whole_request_route(policy, facts)
+    if whole is not None:
+        to_edge, reason = whole
+        edge = np.ones(n, bool) if to_edge else np.zeros(n, bool)
+        reasons = np.full(n, reason, object)
+    else:
+        if facts.in_range is None:
+            raise ValueError("the range check decides this request: pass RequestFacts.in_range")
+        edge = np.array(facts.in_range, dtype=bool).reshape(n)
+        reasons = np.full(n, IN_RANGE, object)
+        reasons[~edge] = OUT_OF_RANGE
+    return RoutePlan(
+        edge, reasons,
+        cascade=cascade_check(policy, task) if facts.has_cloud else "",
+        cloud_if_edge_fails=facts.has_cloud,
+        edge_if_cloud_fails=policy.degrade_to_edge and policy.mode != "cloud",
+    )
 
 
 class Router:
+    """The policy applied to one model: the plan for a request (computing its range check when the plan
+    depends on it) and, after the edge, the samples to escalate."""
+
     def __init__(self, policy: RoutingPolicy, manifest: Manifest):
         self.policy = policy
         self.manifest = manifest
         self.task = manifest.model.task
         self.input_format = manifest.input.format
 
-    def before_edge(self, x_pre: np.ndarray, edge_healthy: bool, edge_wait_s: float, has_cloud: bool) -> PreDecision:
-        n = x_pre.shape[0]
-        p = self.policy
-        if p.mode == "edge" or (p.mode == "auto" and not has_cloud):
-            return PreDecision(np.ones(n, bool), np.full(n, FORCED if p.mode == "edge" else NO_CLOUD, object))
-        if p.mode == "cloud":
-            return PreDecision(np.zeros(n, bool), np.full(n, FORCED, object))
-        if not edge_healthy:
-            return PreDecision(np.zeros(n, bool), np.full(n, EDGE_UNHEALTHY, object))
-        if p.latency_budget_s is not None and edge_wait_s > p.latency_budget_s:
-            return PreDecision(np.zeros(n, bool), np.full(n, EDGE_BUSY, object))
-        edge = np.ones(n, bool)
-        reasons = np.full(n, IN_RANGE, object)
-        if p.check_range:
-            ok = self.input_format.representable(x_pre).reshape(n, -1).all(axis=1)
-            edge &= ok
-            reasons[~ok] = OUT_OF_RANGE
-        return PreDecision(edge, reasons)
+    def in_range(self, x_pre: np.ndarray) -> np.ndarray:
+        """Per sample: every preprocessed value representable in the accelerator's input format."""
+        return self.input_format.representable(x_pre).reshape(x_pre.shape[0], -1).all(axis=1)
+
+    def plan(self, x_pre: np.ndarray, edge_healthy: bool, edge_wait_s: float, has_cloud: bool) -> RoutePlan:
+        facts = RequestFacts(x_pre.shape[0], edge_healthy, edge_wait_s, has_cloud)
+        if needs_range_check(self.policy, facts):
+            facts = RequestFacts(facts.n, edge_healthy, edge_wait_s, has_cloud, self.in_range(x_pre))
+        return plan_route(self.policy, self.task, facts)
+
+    before_edge = plan  # the plan's `edge` and `reasons` say where each sample goes first and why
 
     def escalate(self, x_pre: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, str]:
         """Samples whose edge answer should be replaced by the cloud model's (the cascade) -> (mask, reason)."""
-        n = y.shape[0]
-        if self.policy.mode != "auto":
-            return np.zeros(n, bool), ""
-        if self.task == "classifier" and self.policy.confidence_threshold is not None:
-            return confidence(y) < self.policy.confidence_threshold, LOW_CONFIDENCE
-        if self.task == "autoencoder" and self.policy.error_threshold is not None:
-            return reconstruction_error(x_pre, y) > self.policy.error_threshold, HIGH_ERROR
-        return np.zeros(n, bool), ""
+        check = cascade_check(self.policy, self.task)
+        if check == LOW_CONFIDENCE:
+            return confidence(y) < self.policy.confidence_threshold, check
+        if check == HIGH_ERROR:
+            return reconstruction_error(x_pre, y) > self.policy.error_threshold, check
+        return np.zeros(y.shape[0], bool), ""
 
 
 def confidence(y: np.ndarray) -> np.ndarray:
