@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT.parent / "shared" / "models" / "example-models"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,13 +37,6 @@ def build_pkg(tmp_path_factory):
 @pytest.fixture(scope="session")
 def jet_package(build_pkg) -> Path:
     return build_pkg("jet_tagger")
-
-
-@pytest.fixture(scope="session")
-def examples_dir() -> Path:
-    if not EXAMPLES.is_dir():
-        pytest.skip(f"example models not found at {EXAMPLES}")
-    return EXAMPLES
 
 
 # ---- the RTL path's tiny network (shared by the RTL tests and the RTL-backed board test) ----

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
+
 BOARD_SIDE = [ROOT / "host" / "lepton_host"]  # the runtime, emulators, emulated board and the edge gateway
 
 

@@ -14,6 +14,7 @@ import pytest
 from lepton_host.errors import ChecksumError, ManifestError
 from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import load_manifest
+from paths import example_file, example_model, require
 
 CLI = [sys.executable, "-m", "lepton_hls.cli"]
 
@@ -89,21 +90,21 @@ def test_corrupt_and_edited_manifests_are_refused(jet_package, tmp_path):
         load_manifest(pkg)
 
 
-def test_bad_models_get_clear_errors(tmp_path, examples_dir):
-    arch = examples_dir / "qkeras_3layer.json"
+def test_bad_models_get_clear_errors(tmp_path):
+    arch = example_file("qkeras_3layer.json")
     lonely = tmp_path / "lonely.json"
     shutil.copyfile(arch, lonely)
     r = cli("build", lonely, "--out", tmp_path / "a")
     assert r.returncode == 2 and "no weights for" in r.stderr and "Traceback" not in r.stderr
 
-    r = cli("build", arch, "--weights", examples_dir / "qkeras_mnist_dense_weights.h5", "--out", tmp_path / "b")
+    r = cli("build", arch, "--weights", example_file("qkeras_mnist_dense_weights.h5"), "--out", tmp_path / "b")
     assert r.returncode == 2 and "do not fit the architecture" in r.stderr and "Traceback" not in r.stderr
 
     spec = json.loads(arch.read_text())
     spec["config"]["layers"][2]["class_name"] = "LocallyConnected1D"
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps(spec))
-    r = cli("build", odd, "--weights", examples_dir / "qkeras_3layer_weights.h5", "--out", tmp_path / "c")
+    r = cli("build", odd, "--weights", example_file("qkeras_3layer_weights.h5"), "--out", tmp_path / "c")
     # the user's layer name, its class, and the supported alternatives, on one line
     assert r.returncode == 2 and "'relu1': class LocallyConnected1D is not supported" in r.stderr
     assert "Supported alternatives: Conv1D" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -168,8 +169,8 @@ def test_power_of_two_weights_and_fused_relu_are_exact(build_pkg, tmp_path_facto
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["qkeras_3layer", "qkeras_mnist_dense", "qkeras_mnist_cnn", "KERAS_3layer",
                                   "KERAS_conv2d_model"])
-def test_every_example_model_meets_its_fidelity(build_pkg, examples_dir, name):
-    pkg = build_pkg(str(examples_dir / f"{name}.json"), samples=1000)
+def test_every_example_model_meets_its_fidelity(build_pkg, name):
+    pkg = build_pkg(require(example_model(name)), samples=1000)
     report = json.loads((pkg / "reports" / "verify.json").read_text())
     assert report["passed"], report["first_difference"]
 

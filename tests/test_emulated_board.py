@@ -13,6 +13,7 @@ import pytest
 pynq = pytest.importorskip("pynq")
 
 from lepton_host import board  # noqa: E402
+from paths import example_model, require  # noqa: E402
 from tiny_package import build_tiny_package  # noqa: E402
 from lepton_host.emulator import CsimEmulator  # noqa: E402
 from lepton_host.errors import InputShapeError  # noqa: E402
@@ -240,9 +241,8 @@ def test_transfers_are_sized_to_the_batch(tiny, dev):
 
 
 # ---- every zoo and example model, built by `lepton-hls build` (slow) ------------------------------------------
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "models" / "example-models"
 ALL_MODELS = ["jet_tagger", "digits_cnn", "anomaly_ae"] + [
-    str(EXAMPLES / f"{n}.json") for n in ("qkeras_3layer", "qkeras_mnist_cnn", "KERAS_3layer", "KERAS_conv2d_model")
+    example_model(n) for n in ("qkeras_3layer", "qkeras_mnist_cnn", "KERAS_3layer", "KERAS_conv2d_model")
 ]
 
 
@@ -255,10 +255,8 @@ def built_packages(tmp_path_factory):
             from lepton_hls.build import build_package
             from lepton_hls.build_config import load_config
 
-            if model.endswith(".json") and not Path(model).is_file():
-                pytest.skip(f"{model} is not on this machine")
             out = tmp_path_factory.mktemp(Path(model).stem)
-            build_package(model, out / "pkg", load_config(None), verify_samples=200)
+            build_package(require(model), out / "pkg", load_config(None), verify_samples=200)
             cache[model] = out / "pkg"
         return cache[model]
 

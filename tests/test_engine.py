@@ -16,9 +16,7 @@ import pytest
 from lepton_host.engine import Engine
 from lepton_host.errors import EmulationError
 from lepton_host.fixedpoint import FixedFormat
-
-# hls4ml's public example models, beside the checkout (the jet tagger also ships in the zoo).
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "models" / "example-models"
+from paths import example_file
 
 
 def convert(keras_model, out_dir: Path, io_type: str = "io_parallel"):
@@ -35,12 +33,11 @@ def load_example(name: str):
     import tensorflow as tf
     from qkeras.utils import _add_supported_quantized_objects
 
-    if not (EXAMPLES / f"{name}.json").is_file():
-        pytest.skip(f"example model {name} not found under {EXAMPLES}")
+    arch, weights = example_file(f"{name}.json"), example_file(f"{name}_weights.h5")
     co: dict = {}
     _add_supported_quantized_objects(co)
-    model = tf.keras.models.model_from_json((EXAMPLES / f"{name}.json").read_text(), custom_objects=co)
-    model.load_weights(str(EXAMPLES / f"{name}_weights.h5"))
+    model = tf.keras.models.model_from_json(arch.read_text(), custom_objects=co)
+    model.load_weights(str(weights))
     return model
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
+
 PACKAGES = {"lepton_hls": ROOT / "lepton_hls", "lepton_host": ROOT / "host" / "lepton_host",
             "lepton_cloud": ROOT / "cloud" / "lepton_cloud"}
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
+
 HEAVY = ("tensorflow", "keras", "qkeras", "hls4ml", "da4ml", "numba")
 
 DRIVER = textwrap.dedent(

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("pynq")
 
+from paths import ROOT  # noqa: E402
 from test_emulated_board import tiny  # noqa: E402,F401  (shared session build)
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "host" / "notebooks" / "lepton_quickstart.ipynb"
+NOTEBOOK = ROOT / "host" / "notebooks" / "lepton_quickstart.ipynb"
 
 
 def test_quickstart_notebook_executes_on_the_emulated_board(tiny, monkeypatch, tmp_path):

@@ -4,14 +4,12 @@ check and the docs all answer for exactly that set."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from lepton_host import opset
 from lepton_host.engine import _BUILDERS
-
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
 
 
 def test_engine_evaluates_every_declared_op_and_nothing_else():

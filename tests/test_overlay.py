@@ -19,12 +19,12 @@ import pytest
 from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import HlsInfo, Manifest, ModelInfo, TensorSpec, load_manifest
 from lepton_hls import overlay
+from paths import ROOT
 
 tkinter = pytest.importorskip("tkinter")
 hls4ml = pytest.importorskip("hls4ml")
 keras = pytest.importorskip("tensorflow.keras")
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "vendor_reports"
 N_IN, N_OUT = 16, 5
 IN_FMT, OUT_FMT = "ap_fixed<16,6>", "ap_fixed<16,6>"
@@ -278,7 +278,7 @@ def test_one_board_table_for_build_rtl_and_overlay():
 
 # ---- the command at the tool boundary ----------------------------------------------------------------------
 def _cli(args, env):
-    return subprocess.run([str(REPO / ".venv" / "bin" / "lepton-hls"), *args], capture_output=True, text=True,
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "lepton-hls"), *args], capture_output=True, text=True,
                           env=env, timeout=300)  # fmt: skip
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import ROOT
 
 
 def test_verilator_emulation_bit_identical_to_csim(tiny_rtl):

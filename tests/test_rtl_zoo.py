@@ -5,14 +5,12 @@ the stream wrapper co-simulated on a larger model."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT.parent / "shared" / "models" / "example-models"
-MODELS = ["anomaly_ae", "digits_cnn", "jet_tagger", str(EXAMPLES / "qkeras_3layer.json"),
-          str(EXAMPLES / "KERAS_3layer.json")]
+from paths import ROOT, example_model, require
+
+MODELS = ["anomaly_ae", "digits_cnn", "jet_tagger", example_model("qkeras_3layer"), example_model("KERAS_3layer")]
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +23,7 @@ def rtl_pkg(build_pkg):
         if model not in cache:
             from lepton_hls.rtl.package import rtl_package
 
-            if model.endswith(".json") and not Path(model).is_file():
-                pytest.skip(f"{model} is not on this machine")
-            pkg = build_pkg(model, samples=200)
+            pkg = build_pkg(require(model), samples=200)
             cache[model] = (pkg, rtl_package(pkg, check_samples=10000, log=lambda *_: None))
         return cache[model]
 
@@ -51,10 +47,7 @@ def test_power_of_two_weights_are_refused_by_name(build_pkg):
     from lepton_hls.rtl.errors import RtlCoverageError
     from lepton_hls.rtl.package import rtl_package
 
-    model = str(EXAMPLES / "qkeras_mnist_dense.json")
-    if not Path(model).is_file():
-        pytest.skip(f"{model} is not on this machine")
-    pkg = build_pkg(model, samples=200)
+    pkg = build_pkg(require(example_model("qkeras_mnist_dense")), samples=200)
     with pytest.raises(RtlCoverageError, match=r"layer \w+ \(Dense\): exponential \(power-of-two\) weights"):
         rtl_package(pkg, check_samples=0, log=lambda *_: None)
 
@@ -64,10 +57,7 @@ def test_a_cnn_too_large_for_one_pipeline_is_refused_by_name(build_pkg):
     from lepton_hls.rtl.errors import RtlCoverageError
     from lepton_hls.rtl.package import rtl_package
 
-    model = str(EXAMPLES / "qkeras_mnist_cnn.json")
-    if not Path(model).is_file():
-        pytest.skip(f"{model} is not on this machine")
-    pkg = build_pkg(model, samples=200)
+    pkg = build_pkg(require(example_model("qkeras_mnist_cnn")), samples=200)
     with pytest.raises(RtlCoverageError, match=r"layer \w+: the model needs [\d,]+ multiplications"):
         rtl_package(pkg, check_samples=0, log=lambda *_: None)
 

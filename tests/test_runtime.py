@@ -18,6 +18,7 @@ from lepton_host.errors import ChecksumError, EmulationError  # noqa: E402
 from lepton_host.manifest import Preprocessing, load_manifest  # noqa: E402
 from lepton_host.packing import words_for  # noqa: E402
 from lepton_host.runtime import Accelerator  # noqa: E402
+from paths import ROOT  # noqa: E402
 
 
 def test_throughput_test_reports_every_stage(tiny, dev):
@@ -115,10 +116,8 @@ def test_predict_command_on_the_emulated_board_and_the_emulator(tiny, dev, tmp_p
 def test_install_script_installs_an_importable_board_side_without_tensorflow(tiny, tmp_path):
     import subprocess
     import sys
-    from pathlib import Path
 
     pkg, _ = tiny
-    root = Path(__file__).resolve().parent.parent
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -127,7 +126,7 @@ def test_install_script_installs_an_importable_board_side_without_tensorflow(tin
         "LEPTON_NOTEBOOK_DIR": str(tmp_path / "nb"),
         "LEPTON_PACKAGE_DIR": str(tmp_path / "packages"),
     }
-    r = subprocess.run(["bash", str(root / "host" / "install.sh"), str(pkg)], env=env, capture_output=True, text=True,
+    r = subprocess.run(["bash", str(ROOT / "host" / "install.sh"), str(pkg)], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert "artifacts verified" in r.stdout and "lepton_host installed" in r.stdout

@@ -20,10 +20,10 @@ from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import HlsInfo, Manifest, ModelInfo, TensorSpec, load_manifest
 from lepton_hls.vendor import reports, tools
 from lepton_hls.vendor.hls4ml_build import run_hls4ml_build
+from paths import ROOT
 
 DATA = Path(__file__).parent / "data" / "vendor_reports"
 STUBS = DATA / "stubs"
-REPO = Path(__file__).resolve().parents[1]
 HLS4ML_TEMPLATES = Path(__import__("hls4ml").__file__).parent / "templates"
 
 
@@ -232,7 +232,7 @@ def _package_with_hls(root: Path) -> Path:
 
 
 def _cli(args, env):
-    return subprocess.run([str(REPO / ".venv" / "bin" / "lepton-hls"), *args], capture_output=True, text=True,
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "lepton-hls"), *args], capture_output=True, text=True,
                           env=env, timeout=300)  # fmt: skip
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lepton_host.errors import LeptonError
 from lepton_hls import zoo
+from paths import example_file
 
 ACCURACY_MARGIN = 0.01
 AUC_MARGIN = 0.01
@@ -109,10 +109,8 @@ def test_jet_tagger_is_the_published_model():
     m = zoo.get("jet_tagger")
     assert m.classes == ("g", "q", "w", "z", "t") and m.preprocessing.kind == "identity"
     assert m.eval_data() is None and m.input_shape == (16,)
-    shared = Path(__file__).resolve().parents[2] / "shared" / "models" / "example-models"
-    if shared.is_dir():
-        for ours, theirs in ((m.json_path, "qkeras_3layer.json"), (m.weights_path, "qkeras_3layer_weights.h5")):
-            assert hashlib.sha256(ours.read_bytes()).digest() == hashlib.sha256((shared / theirs).read_bytes()).digest()
+    for ours, theirs in ((m.json_path, "qkeras_3layer.json"), (m.weights_path, "qkeras_3layer_weights.h5")):
+        assert hashlib.sha256(ours.read_bytes()).digest() == hashlib.sha256(example_file(theirs).read_bytes()).digest()
     model = m.load_keras()
     y = model.predict(np.random.default_rng(0).standard_normal((64, 16)), verbose=0)
     assert y.shape == (64, 5)
