@@ -10,8 +10,8 @@ request head, closes silent connections after the keep-alive timeout, and answer
 with the same `{"error": ...}` JSON as the application.
 
 What stays with uvicorn: the body's bytes reach the application as they come (its read timeout and size limit
-are the application's, see `app.read_body`), and requests it accepts are parsed by llhttp, whose error strings
-are passed on as they are.
+are the application's, see `routes_infer.read_body`), and requests it accepts are parsed by llhttp, whose error
+strings are passed on as they are.
 """
 
 from __future__ import annotations

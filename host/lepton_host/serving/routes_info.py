@@ -1,0 +1,83 @@
+"""The OIP routes that describe the server and its model: health, server and model metadata, model readiness,
+Triton's model configuration, and Prometheus `/metrics`."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .errors import NotFound
+from .metrics import CONTENT_TYPE_LATEST
+from .model_service import ModelService, ServerOptions
+
+TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "FP16": "TYPE_FP16"}
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+
+
+def check_model(service: ModelService, request: Request) -> None:
+    """The model (and version) the request's path names is the one this server serves."""
+    name = request.path_params["model"]
+    if name != service.name:
+        raise NotFound(f"unknown model {name!r}; this server serves {service.name!r}")
+    version = request.path_params.get("version")
+    if version is not None and version != service.version:
+        raise NotFound(f"model {service.name!r} has no version {version!r} (only {service.version!r})")
+
+
+class InfoRoutes:
+    def __init__(self, service: ModelService, options: ServerOptions):
+        self.service = service
+        self.options = options
+
+    def _readiness(self) -> dict:
+        # A service may say which of its paths can answer (the gateway: edge and cloud); the protocol's
+        # `ready` stays the one verdict.
+        fn = getattr(self.service, "readiness", None)
+        return fn() if callable(fn) else {}
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ok = self.service.ready()
+        return JSONResponse({"ready": ok, **self._readiness()}, status_code=200 if ok else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse({"name": self.options.server_name, "version": self.options.server_version,
+                             "extensions": EXTENSIONS})
+
+    async def model_metadata(self, request: Request) -> Response:
+        s = self.service
+        check_model(s, request)
+        return JSONResponse({
+            "name": s.name,
+            "versions": [s.version],
+            "platform": s.platform,
+            "inputs": [{"name": s.input.name, "datatype": s.input.datatype, "shape": [-1, *s.input.shape]}],
+            "outputs": [{"name": s.output.name, "datatype": s.output.datatype, "shape": [-1, *s.output.shape]}],
+        })
+
+    async def model_ready(self, request: Request) -> Response:
+        check_model(self.service, request)
+        ok = self.service.ready()
+        return JSONResponse({"name": self.service.name, "ready": ok, **self._readiness()},
+                            status_code=200 if ok else 503)
+
+    async def model_config(self, request: Request) -> Response:
+        s = self.service
+        check_model(s, request)
+        return JSONResponse({
+            "name": s.name,
+            "platform": s.platform,
+            "max_batch_size": s.max_batch_size,
+            "input": [{"name": s.input.name, "data_type": TRITON_TYPES[s.input.datatype],
+                       "dims": list(s.input.shape)}],
+            "output": [{"name": s.output.name, "data_type": TRITON_TYPES[s.output.datatype],
+                        "dims": list(s.output.shape)}],
+            "dynamic_batching": {"max_queue_delay_microseconds": int(s.max_queue_delay_s * 1e6)},
+            "version_policy": {"specific": {"versions": [int(s.version)]}}
+            if s.version.isdigit() else {"latest": {"num_versions": 1}},
+        })
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
