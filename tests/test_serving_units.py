@@ -263,6 +263,55 @@ def test_gateway_side_never_imports_tensorflow_and_cloud_side_never_imports_pynq
     assert "pynq" not in cloud
 
 
+# The board process: the gateway on the emulated board (real pynq), answering over HTTP, with every answer
+# audited on the package's engine. What it imported is read after the answers, so a lazy import on the request
+# path counts too.
+BOARD_PROCESS = """
+import json, sys
+import httpx
+import numpy as np
+from lepton_host.backends import emulated_board_backend
+from lepton_host.manifest import load_manifest
+from lepton_host.serving.audit import AuditConfig
+from lepton_host.serving.gateway import GatewayConfig, create_gateway
+from lepton_host.serving.routing import RoutingPolicy
+from lepton_host.serving.runner import ServerThread
+
+pkg = sys.argv[1]
+m = load_manifest(pkg)
+config = GatewayConfig(policy=RoutingPolicy.for_package(m, pkg), package_dir=pkg, audit=AuditConfig(fraction=1.0))
+app, service = create_gateway(m, emulated_board_backend(pkg), config)
+server = ServerThread(app).start()
+x = np.random.default_rng(0).uniform(-2, 2, (4, *m.input.shape)).astype(np.float32)
+body = {"inputs": [{"name": m.input.name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+served = []
+for _ in range(3):
+    r = httpx.post(f"{server.url}/v2/models/{m.model.name}/infer", json=body, timeout=60)
+    r.raise_for_status()
+    served.append(r.json()["parameters"]["served_by"])
+assert service.auditor is not None and service.auditor.wait_idle(60)
+counts = service.auditor.counts()
+server.stop()
+print(json.dumps({"served": served, "audited": counts.audited, "mismatches": counts.mismatches,
+                  "modules": sorted({k.split(".")[0] for k in sys.modules})}))
+"""
+BUILD_SIDE = {"tensorflow", "keras", "qkeras", "hls4ml", "da4ml", "lepton_hls"}
+
+
+def test_board_process_has_not_imported_the_build_side_after_answering(jet_package):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", BOARD_PROCESS, str(jet_package)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["served"] == ["edge"] * 3 and report["audited"] >= 4 and report["mismatches"] == 0
+    modules = set(report["modules"])
+    assert {"lepton_host", "pynq", "starlette"} <= modules  # the board side really ran, through pynq
+    assert not modules & BUILD_SIDE, f"the board process imported {sorted(modules & BUILD_SIDE)}"
+
+
 def test_idle_fast_backend_runs_directly_and_a_batching_window_queues():
     calls = []
 
