@@ -54,6 +54,18 @@ class _Item:
         self.enqueued = time.perf_counter()
 
 
+class _Ran:
+    """One batch's backend call: its input, its answer or error, when it started and how long it took."""
+
+    __slots__ = ("x", "y", "err", "start", "compute_s", "call", "inline")
+
+    def __init__(self, x: np.ndarray, y, err: Exception | None, start: float, compute_s: float,
+                 call: asyncio.Future | None, inline: bool):
+        self.x, self.y, self.err, self.start, self.compute_s = x, y, err, start, compute_s
+        self.call = call  # the worker thread's call; None when the batch ran on the event loop
+        self.inline = inline
+
+
 class DynamicBatcher:
     def __init__(self, predict: Callable[[np.ndarray, float | None], np.ndarray], config: BatcherConfig,
                  name: str = "edge", on_batch: Callable[[int, float, float], None] | None = None):
@@ -231,55 +243,68 @@ class DynamicBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        cfg = self.config
+        """The worker: collect a batch, run it, hand each request its rows (or the batch's error)."""
         while True:
             batch = await self._collect()
-            x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch], axis=0)
-            start = time.perf_counter()
-            queue_s = start - batch[0].enqueued
-            self._busy_since = start
-            call = None
-            inline = (0 < self._compute_ewma_s < cfg.inline_max_s and start >= self._inline_blocked_until
-                      and not self._exclusive)
-            if inline:
-                y, err = self._call_inline(x)
-            else:
-                call = loop.run_in_executor(self._executor, self._predict, x, cfg.compute_timeout_s)
-                y, err = await self._await_call(call, x.shape[0])
-            compute_s = time.perf_counter() - start
-            err = self._checked(x, y, err)
-            if err is not None:
-                for b in batch:
-                    if not b.future.done():
-                        b.future.set_exception(err)
-                if call is not None and not call.done():
-                    # Hung: fail what is queued (it would only wait), then wait for the thread to come back.
-                    while self._queue:
-                        item = self._pop()
-                        if item is not None:
-                            item.future.set_exception(err)
-                    try:
-                        await call
-                    except Exception:
-                        pass
-                elif call is not None and not call.cancelled():
-                    call.exception()  # retrieved: the error is reported through `err`
-                self._busy_since = None
+            ran = await self._compute(batch)
+            if ran.err is not None:
+                await self._fail(batch, ran)
                 continue
-            self._busy_since = None
-            self._succeeded(x.shape[0], queue_s, compute_s)
-            offset = 0
-            for b in batch:
-                if not b.future.done():
-                    rows = y[offset : offset + b.n]
-                    b.future.set_result(BatchResult(rows, start - b.enqueued, compute_s, x.shape[0]))
-                offset += b.n
-            if inline:
+            self._deliver(batch, ran)
+            if ran.inline:
                 # An inline batch never awaited: without a turn for the loop here, a long queue is drained
                 # batch after batch before any other request is even read, and a full queue's refusals
                 # (which take microseconds) wait for all of it.
                 await asyncio.sleep(0)
+
+    async def _compute(self, batch: list[_Item]) -> _Ran:
+        """One backend call for the whole batch: on the event loop itself when the backend is fast and nothing
+        else uses it, else on the worker thread. The backend is busy from here until the batch is delivered or
+        failed."""
+        cfg = self.config
+        x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch], axis=0)
+        start = time.perf_counter()
+        self._busy_since = start
+        call = None
+        inline = (0 < self._compute_ewma_s < cfg.inline_max_s and start >= self._inline_blocked_until
+                  and not self._exclusive)
+        if inline:
+            y, err = self._call_inline(x)
+        else:
+            call = asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x, cfg.compute_timeout_s)
+            y, err = await self._await_call(call, x.shape[0])
+        compute_s = time.perf_counter() - start
+        return _Ran(x, y, self._checked(x, y, err), start, compute_s, call, inline)
+
+    async def _fail(self, batch: list[_Item], ran: _Ran) -> None:
+        for b in batch:
+            if not b.future.done():
+                b.future.set_exception(ran.err)
+        call = ran.call
+        if call is not None and not call.done():
+            # Hung: fail what is queued (it would only wait), then wait for the thread to come back.
+            while self._queue:
+                item = self._pop()
+                if item is not None:
+                    item.future.set_exception(ran.err)
+            try:
+                await call
+            except Exception:
+                pass
+        elif call is not None and not call.cancelled():
+            call.exception()  # retrieved: the error is reported through `err`
+        self._busy_since = None
+
+    def _deliver(self, batch: list[_Item], ran: _Ran) -> None:
+        self._busy_since = None
+        n = ran.x.shape[0]
+        self._succeeded(n, ran.start - batch[0].enqueued, ran.compute_s)
+        offset = 0
+        for b in batch:
+            if not b.future.done():
+                rows = ran.y[offset : offset + b.n]
+                b.future.set_result(BatchResult(rows, ran.start - b.enqueued, ran.compute_s, n))
+            offset += b.n
 
     def _call_inline(self, x: np.ndarray):
         start = time.perf_counter()
