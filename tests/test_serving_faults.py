@@ -76,6 +76,15 @@ def _out_of_range(n: int = 1) -> np.ndarray:
     return x
 
 
+def _attempts(url: str, kind: str, outcome: str) -> float:
+    """The gateway's count of cloud attempts of `kind` that ended with `outcome`, from /metrics."""
+    line = f'lepton_gateway_cloud_attempts_total{{kind="{kind}",outcome="{outcome}"}} '
+    for text in httpx.get(url + "/metrics").text.splitlines():
+        if text.startswith(line):
+            return float(text[len(line):])
+    return 0.0
+
+
 def _wait(pred, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -129,12 +138,29 @@ def test_board_missing_serves_from_cloud(package, cloud):
         assert one(gw.url, _in_range())[1]["parameters"]["served_by"] == "edge"
 
 
+class ManualClock:
+    """A monotonic clock that moves only when the test says so (in steps exact in binary)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_cloud_5xx_degrades_to_edge_and_breaker_opens_and_recovers(package, cloud):
     sick = SwitchableCloud(cloud.url, mode="5xx")
     backend = NumpyBoardBackend(package)
     breaker = BreakerConfig(failure_threshold=3, reset_timeout_s=1.5, half_open_probes=1)
+    clock = ManualClock()
     try:
         with running_gateway(package, backend, sick.url, breaker=breaker, cloud_kw={"retries": 0}) as (gw, service):
+            # The breaker takes a clock, but the gateway's cloud client builds it with the real one: swap it in
+            # before any request, so the reset period passes when the test says and not with the machine's load.
+            service.cloud.breaker._clock = clock
             answers = [one(gw.url, _out_of_range()) for _ in range(6)]
             for status, r in answers:  # the edge keeps answering (saturated input), and says so
                 assert status == 200 and r["parameters"]["served_by"] == "edge" and r["parameters"]["degraded"]
@@ -147,7 +173,10 @@ def test_cloud_5xx_degrades_to_edge_and_breaker_opens_and_recovers(package, clou
             assert "lepton_gateway_cloud_breaker_state 2.0" in metrics
 
             sick.mode = "pass"
-            time.sleep(1.55)  # past the reset timeout: the next request is the half-open probe
+            clock.advance(1.0)
+            assert service.cloud.breaker.state == "open"  # 1.0 s of the 1.5 s reset period: still open
+            assert one(gw.url, _out_of_range())[1]["parameters"]["degraded"] and sick.hits == 3
+            clock.advance(0.5)  # the reset period is over: the next request is the half-open probe
             status, r = one(gw.url, _out_of_range())
             assert status == 200 and r["parameters"]["served_by"] == "cloud" and "degraded" not in r["parameters"]
             assert service.cloud.breaker.state == "closed"
@@ -158,7 +187,7 @@ def test_cloud_5xx_degrades_to_edge_and_breaker_opens_and_recovers(package, clou
 
 
 def test_cloud_timeout_is_bounded(package, cloud):
-    slow = SwitchableCloud(cloud.url, mode="slow", delay_s=1.0)
+    slow = SwitchableCloud(cloud.url, mode="stall")  # answers only after the test: every call times out
     backend = NumpyBoardBackend(package)
     try:
         kw = {"read_timeout_s": 0.2, "retries": 0}
@@ -234,31 +263,21 @@ def test_cascade_sends_unsure_samples_to_the_cloud_model(package, cloud):
 def test_hedged_cloud_request_wins_over_a_stalled_one(package, cloud):
     flaky = SwitchableCloud(cloud.url, mode="pass")
     policy = RoutingPolicy(mode="cloud")
-    kw = {"hedge_percentile": 90, "hedge_min_samples": 5, "read_timeout_s": 5.0, "retries": 0}
+    kw = {"hedge_percentile": 90, "hedge_min_samples": 5, "read_timeout_s": 30.0, "retries": 0}
     try:
-        with running_gateway(package, NumpyBoardBackend(package), flaky.url, policy=policy, cloud_kw=kw) as (gw, svc):
+        with running_gateway(package, NumpyBoardBackend(package), flaky.url, policy=policy, cloud_kw=kw,
+                             request_timeout_s=30.0) as (gw, svc):
             for i in range(8):
                 assert one(gw.url, _in_range(1, i))[0] == 200
-            flaky.mode, flaky.delay_s = "slow", 1.0  # every request from now on stalls...
-            flaky_first = flaky.hits
-
-            async def answer_second_fast():  # ...except the hedge, which reaches a healthy server
-                while flaky.hits == flaky_first:
-                    await asyncio.sleep(0.005)
-                flaky.mode = "pass"
-
-            async def main():
-                waiter = asyncio.ensure_future(answer_second_fast())
-                async with httpx.AsyncClient(timeout=10) as c:
-                    r = await c.post(f"{gw.url}/v2/models/{MODEL}/infer", content=_body(_in_range()),
-                                     headers={"content-type": "application/json"})
-                await waiter
-                return r
-
-            r = asyncio.run(main())
-            assert r.status_code == 200
-            metrics = httpx.get(gw.url + "/metrics").text
-            assert 'lepton_gateway_cloud_attempts_total{kind="hedge",outcome="ok"} 1.0' in metrics
+            hedges_won = _attempts(gw.url, "hedge", "ok")  # a slow warm-up request may have been hedged too
+            # The next request stalls until released; only the hedge, sent once the request outlives p90 of
+            # the recent ones, can answer it.
+            flaky.mode = "stall_first"
+            hits = flaky.hits
+            status, r = one(gw.url, _in_range())
+            assert status == 200 and r["parameters"]["served_by"] == "cloud"
+            assert flaky.stalled.is_set() and flaky.hits == hits + 2  # the stalled first call and the hedge
+            assert _attempts(gw.url, "hedge", "ok") == hedges_won + 1
     finally:
         flaky.stop()
 

@@ -214,8 +214,10 @@ def free_port() -> int:
 
 class SwitchableCloud:
     """An OIP peer in front of a real cloud server whose health the test switches: `pass` (forward to the
-    real server), `5xx` (503 with an error body), `slow` (answer after `delay_s`). Faults and the `hits` count
-    apply to inference requests; `content_types` records each inference request's."""
+    real server), `5xx` (503 with an error body), `slow` (answer after `delay_s`), `stall` (answer only once
+    the test calls `release()`), `stall_first` (the first request in this mode stalls like that, later ones
+    pass). Faults and the `hits` count apply to inference requests; `content_types` records each inference
+    request's; `stalled` is set when a request starts to stall."""
 
     def __init__(self, target_url: str, mode: str = "pass", delay_s: float = 1.0):
         import httpx
@@ -228,6 +230,8 @@ class SwitchableCloud:
 
         self.mode, self.delay_s, self.hits = mode, delay_s, 0
         self.content_types: list[str] = []
+        self.stalled = threading.Event()
+        self._released = threading.Event()
         self._target = target_url
         client_holder: dict = {}
 
@@ -241,6 +245,10 @@ class SwitchableCloud:
                 return JSONResponse({"error": "model instance crashed (injected)"}, status_code=503)
             if mode == "slow":
                 await asyncio.sleep(self.delay_s)
+            if mode == "stall" or (mode == "stall_first" and not self.stalled.is_set()):
+                self.stalled.set()
+                while not self._released.is_set():  # polled: the event is set from the test's thread
+                    await asyncio.sleep(0.01)
             client = client_holder.setdefault("c", httpx.AsyncClient(timeout=30))
             r = await client.request(request.method, self._target + request.url.path,
                                      content=await request.body(),
@@ -253,7 +261,12 @@ class SwitchableCloud:
         self.server = ServerThread(app).start()
         self.url = self.server.url
 
+    def release(self) -> None:
+        """Let every stalled request (and any later one) through."""
+        self._released.set()
+
     def stop(self) -> None:
+        self.release()
         self.server.stop()
 
 

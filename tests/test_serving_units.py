@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 import numpy as np
@@ -210,13 +211,20 @@ def test_batcher_groups_concurrent_requests_and_returns_each_its_rows():
     assert max(calls) <= 16 and len(calls) < len(xs)  # batched, never over the cap
 
 
+async def _until(pred, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+        await asyncio.sleep(0.005)
+
+
 def test_batcher_rejects_when_full_and_reports_a_hung_backend():
-    hung = [True]
+    entered, recover = threading.Event(), threading.Event()
 
     def hang(x, timeout=None):
-        if hung[0]:
-            time.sleep(0.3)  # the first call hangs past the 0.1 s limit, then the board recovers
-            hung[0] = False
+        if not entered.is_set():  # the first call hangs, past the 0.1 s limit, until the board recovers
+            entered.set()
+            assert recover.wait(60)
         return x
 
     async def main():
@@ -224,7 +232,7 @@ def test_batcher_rejects_when_full_and_reports_a_hung_backend():
                                                compute_timeout_s=0.1))
         b.start()
         first = b.submit(np.zeros((1, 2)))
-        await asyncio.sleep(0.01)  # the worker took it; the queue is empty again
+        await _until(entered.is_set, "the worker takes the first call")  # the queue is empty again
         queued = [b.submit(np.zeros((1, 2))) for _ in range(2)]
         with pytest.raises(Overloaded, match="queue is full"):
             b.submit(np.zeros((1, 2)))
@@ -236,8 +244,8 @@ def test_batcher_rejects_when_full_and_reports_a_hung_backend():
         assert b.stalled
         with pytest.raises(EdgeUnavailable, match="has not answered"):
             b.submit(np.zeros((1, 2)))
-        await asyncio.sleep(0.35)  # the call came back
-        assert not b.stalled
+        recover.set()
+        await _until(lambda: not b.stalled, "the call comes back")
         r = await b.submit(np.ones((1, 2)))
         await b.stop()
         return r
