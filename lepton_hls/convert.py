@@ -18,6 +18,7 @@ from lepton_host.errors import LeptonError
 from lepton_host.fixedpoint import FixedFormat
 
 from .build_config import BuildConfig
+from .compat.hls4ml import render_softmax_config
 
 MAC_LAYERS = ("Dense", "Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D")
 PASS_THROUGH_ACTIVATIONS = ("relu", "linear")
@@ -526,9 +527,7 @@ def _tune_softmax(hls_model, cfg: BuildConfig) -> dict:
         layer.set_attr("table_size", 2**bits)
         # hls4ml renders each layer's config struct during conversion, with inp_norm_t inlined: render it again so
         # the struct names the types set here.
-        from hls4ml.backends.vivado.passes.core_templates import SoftmaxConfigTemplate
-
-        layer.set_attr("config_cpp", SoftmaxConfigTemplate().format(layer))
+        layer.set_attr("config_cpp", render_softmax_config(layer))
         tuned[layer.name] = {k: str(v) for k, v in types.items()} | {"result_t": "ap_ufixed<16,0,AP_RND,AP_SAT>", "table_size": 2**bits}
     return tuned
 
