@@ -19,14 +19,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_serving_support import (
+from serving_support import (
     NumpyBoardBackend,
     SwitchableCloud,
     free_port,
     keras_reference,
+    metric_value,
     running_gateway,
     shared_cloud,
     shared_package,
+    wait_until,
 )
 
 from lepton_hls import cli
@@ -56,22 +58,6 @@ def _x(n: int = 1, seed: int = 0) -> np.ndarray:
 def _post(url: str, body: bytes, headers: dict | None = None, path: str = INFER) -> httpx.Response:
     return httpx.post(url + path, content=body, headers={"content-type": "application/json", **(headers or {})},
                       timeout=30)
-
-
-def _counter(url: str, line_start: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def _wait(pred, timeout: float = 10.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def _raw(url: str, data: bytes, shut: bool = False) -> bytes:
@@ -184,7 +170,7 @@ def test_one_rejected_payload_does_not_switch_the_cloud_link_to_json(package):
 def test_binary_is_tried_again_after_a_server_refused_it(package):
     """A server that refuses binary tensors but takes JSON gets JSON, and binary again once the re-probe time
     has passed (0 here: every request tries binary first)."""
-    from test_serving_support import mlserver_style_app
+    from serving_support import mlserver_style_app
 
     from lepton_host.serving.runner import ServerThread
 
@@ -310,10 +296,10 @@ def test_a_body_that_never_arrives_gets_a_408_and_the_connection_closes(strict):
 def test_client_disconnects_are_counted_as_such(gw):
     host, port = gw.url.removeprefix("http://").split(":")
     line = 'lepton_gateway_requests_total{outcome="client_disconnected",route="infer"}'
-    before = _counter(gw.url, line)
+    before = metric_value(gw.url, line)
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"in")
-    _wait(lambda: _counter(gw.url, line) == before + 1)
+    wait_until(lambda: metric_value(gw.url, line) == before + 1, "the disconnect counted")
     assert 'outcome="500"' not in httpx.get(gw.url + "/metrics").text
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from test_serving_support import running_gateway
+from serving_support import running_gateway
 
 from lepton_host.manifest import load_manifest
 

@@ -15,15 +15,17 @@ import time
 import httpx
 import numpy as np
 import pytest
-from test_serving_support import (
+from serving_support import (
     NumpyBoardBackend,
     SwitchableCloud,
     free_port,
     keras_reference,
+    metric_value,
     mlserver_style_app,
     running_gateway,
     shared_cloud,
     shared_package,
+    wait_until,
 )
 
 from lepton_host.serving.batcher import BatcherConfig
@@ -77,19 +79,7 @@ def _out_of_range(n: int = 1) -> np.ndarray:
 
 
 def _attempts(url: str, kind: str, outcome: str) -> float:
-    """The gateway's count of cloud attempts of `kind` that ended with `outcome`, from /metrics."""
-    line = f'lepton_gateway_cloud_attempts_total{{kind="{kind}",outcome="{outcome}"}} '
-    for text in httpx.get(url + "/metrics").text.splitlines():
-        if text.startswith(line):
-            return float(text[len(line):])
-    return 0.0
-
-
-def _wait(pred, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+    return metric_value(url, f'lepton_gateway_cloud_attempts_total{{kind="{kind}",outcome="{outcome}"}}')
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +106,7 @@ def test_board_hang_falls_back_to_cloud_then_recovers(package, cloud):
             assert set(r["parameters"]["route_reason"].split(",")) <= {"edge_failed", "edge_unhealthy"}
             np.testing.assert_allclose(_y(r), keras_reference(package, x), atol=1e-6)
         backend.set_fault(None)  # the board comes back; the stuck call returns
-        _wait(lambda: service.edge_healthy)
+        wait_until(lambda: service.edge_healthy, "the edge back in service")
         assert one(gw.url, _in_range())[1]["parameters"]["served_by"] == "edge"
 
 
@@ -127,14 +117,14 @@ def test_board_missing_serves_from_cloud(package, cloud):
         answers = burst(gw.url, [_in_range(1, i) for i in range(20)])
         assert [s for s, _ in answers] == [200] * 20
         assert {r["parameters"]["served_by"] for _, r in answers} == {"cloud"}
-        _wait(lambda: not service.edge_healthy)
+        wait_until(lambda: not service.edge_healthy, "the edge out of service")
         status, r = one(gw.url, _in_range())
         assert status == 200 and r["parameters"]["route_reason"] == "edge_unhealthy"
         ready = httpx.get(gw.url + "/v2/health/ready")
         assert ready.status_code == 200  # the cloud can still answer, and readiness says it is the cloud
         assert ready.json()["paths"] == {"edge": False, "cloud": True} and ready.json()["edge_detail"]
         backend.set_fault(None)  # back: this backend has no self-test, so a healthy probe re-admits it
-        _wait(lambda: service.edge_healthy)
+        wait_until(lambda: service.edge_healthy, "the edge back in service")
         assert one(gw.url, _in_range())[1]["parameters"]["served_by"] == "edge"
 
 
@@ -211,7 +201,7 @@ def test_cloud_refused_edge_keeps_serving_and_both_down_is_a_503(package):
         answers = burst(gw.url, xs)
         assert all(s == 200 and r["parameters"]["served_by"] == "edge" for s, r in answers)
         backend.set_fault("missing")
-        _wait(lambda: not service.edge_healthy)
+        wait_until(lambda: not service.edge_healthy, "the edge out of service")
         answers = burst(gw.url, xs)
         assert len(answers) == 10
         for status, r in answers:

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from test_serving_support import NumpyBoardBackend, keras_reference, running_gateway, shared_cloud, shared_package
+from serving_support import NumpyBoardBackend, keras_reference, running_gateway, shared_cloud, shared_package
 from tritonclient.utils import InferenceServerException
 
 from lepton_host.manifest import load_manifest

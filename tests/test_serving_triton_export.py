@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from test_serving_support import keras_reference, shared_package
+from serving_support import keras_reference, shared_package
 
 from lepton_hls.cli import build_parser, main
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from test_serving_support import shared_package
+from serving_support import shared_package
 
 from lepton_host.manifest import load_manifest
 from lepton_host.serving import oip
