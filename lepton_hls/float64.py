@@ -5,130 +5,16 @@ A float32 model cannot hold a 27-bit accumulation, so it is not a bit-exact refe
 `quantized_bits` casts to Keras' floatx; the power-of-two clip mixes a float32 epsilon into `tf.where`), so a
 model whose layers are float64 fails or silently rounds through float32.
 
-`install()` replaces the `K` and `tf` names inside `qkeras.quantizers` with thin forwarding proxies. They behave
-exactly like the real modules except while a quantizer is called on a float64 tensor (a thread-local flag that
-each quantizer's `__call__` sets): then every request for float32 becomes float64 and Python scalars handed to
-`tf.where` take the other operand's dtype. Float32 models are not affected.
+`install()` makes the quantizers follow their input's dtype: while one is called on a float64 tensor, every
+request for float32 inside `qkeras.quantizers` becomes float64. Float32 models are not affected. The patch reaches
+into QKeras' module globals, so it lives with the project's other QKeras hooks (`compat.qkeras`).
 """
 
 from __future__ import annotations
 
-import functools
-import threading
-
-_state = threading.local()
-_installed = False
-
-
-def _float64_mode() -> bool:
-    return getattr(_state, "depth", 0) > 0
+from .compat.qkeras import install_float64_quantizers
 
 
 def install() -> None:
     """Idempotently patch qkeras.quantizers; call before building or running a float64 QKeras model."""
-    global _installed
-    if _installed:
-        return
-    import tensorflow as tf
-    from qkeras import quantizers
-
-    quantizers.K = _BackendProxy(quantizers.K, tf)
-    quantizers.tf = _TfProxy(quantizers.tf)
-    for cls in _subclasses(quantizers.BaseQuantizer):
-        if "__call__" in vars(cls):
-            cls.__call__ = _follow_input_dtype(vars(cls)["__call__"], tf)
-    _installed = True
-
-
-def _subclasses(cls):
-    seen = []
-    stack = [cls]
-    while stack:
-        c = stack.pop()
-        for s in c.__subclasses__():
-            if s not in seen:
-                seen.append(s)
-                stack.append(s)
-    return seen
-
-
-def _follow_input_dtype(call, tf):
-    @functools.wraps(call)
-    def wrapper(self, x, *args, **kwargs):
-        if getattr(x, "dtype", None) != tf.float64:
-            return call(self, x, *args, **kwargs)
-        _state.depth = getattr(_state, "depth", 0) + 1
-        try:
-            return call(self, x, *args, **kwargs)
-        finally:
-            _state.depth -= 1
-
-    wrapper.__lepton_float64__ = True
-    return wrapper
-
-
-def _is_float32(dtype) -> bool:
-    return dtype in ("float32",) or getattr(dtype, "name", None) == "float32"
-
-
-class _Proxy:
-    def __init__(self, real):
-        object.__setattr__(self, "_real", real)
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-
-class _BackendProxy(_Proxy):
-    """Stands in for `tensorflow.keras.backend` inside qkeras.quantizers."""
-
-    def __init__(self, real, tf):
-        super().__init__(real)
-        object.__setattr__(self, "_tf", tf)
-
-    def cast(self, x, dtype):
-        if _float64_mode() and _is_float32(dtype):
-            dtype = "float64"
-        return self._real.cast(x, dtype)
-
-    def cast_to_floatx(self, x):
-        if _float64_mode():
-            return self._tf.cast(x, self._tf.float64)
-        return self._real.cast_to_floatx(x)
-
-    def floatx(self):
-        return "float64" if _float64_mode() else self._real.floatx()
-
-    def pow(self, x, a):
-        # quantized_bits' auto_po2 alpha: K.pow(2.0, <float64 tensor>) would make 2.0 a float32 constant
-        if _float64_mode() and isinstance(x, (int, float)) and getattr(a, "dtype", None) is not None:
-            x = self._tf.constant(x, dtype=a.dtype)
-        return self._real.pow(x, a)
-
-
-class _TfProxy(_Proxy):
-    """Stands in for `tensorflow` inside qkeras.quantizers."""
-
-    @property
-    def float32(self):
-        return self._real.float64 if _float64_mode() else self._real.float32
-
-    def cast(self, x, dtype, name=None):
-        if _float64_mode() and _is_float32(dtype):
-            dtype = self._real.float64
-        return self._real.cast(x, dtype, name=name)
-
-    def constant(self, value, dtype=None, *args, **kwargs):
-        if _float64_mode() and dtype is not None and _is_float32(dtype):
-            dtype = self._real.float64
-        return self._real.constant(value, dtype, *args, **kwargs)
-
-    def where(self, condition, x=None, y=None, name=None):
-        if _float64_mode() and x is not None and y is not None:
-            x, y = self._align(x, y), self._align(y, x)
-        return self._real.where(condition, x, y, name=name)
-
-    def _align(self, a, other):
-        if isinstance(a, (int, float)) and hasattr(other, "dtype"):
-            return self._real.constant(a, dtype=other.dtype)
-        return a
+    install_float64_quantizers()
