@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bounded_run import check_timeout, describe_seconds
+from ..compat.da4ml import pipeline
 from ..progress import Progress
 from .toolchain import build_emulator, verilator_timeout_s, verilator_version
 from .tracer import Traced
@@ -103,7 +104,7 @@ def build_rtl(
         with contextlib.redirect_stdout(quiet):
             model = VerilogModel(traced.comb, CORE_NAME, out / "verilog", latency_cutoff=cutoff,
                                  clock_period=clock_ns, part_name=part)
-        pipe = model._pipe
+        pipe = pipeline(model)
         model.write()
     t0 = time.perf_counter()
     lib = ""

@@ -14,6 +14,7 @@ import numpy as np
 from da4ml.trace import FixedVariable, FixedVariableArray
 from lepton_host.fixedpoint import FixedFormat
 
+from ..compat.da4ml import variables
 from .errors import RtlCoverageError
 
 ROUNDINGS = ("TRN", "RND", "RND_CONV", "RND_MIN_INF")
@@ -88,8 +89,9 @@ def cast_var(v: FixedVariable, fmt: FixedFormat) -> FixedVariable:
 def cast(x: FixedVariableArray, fmt: FixedFormat, where: str = "") -> FixedVariableArray:
     """`fmt y[] = x[];` element-wise."""
     check_format(fmt, where or str(fmt))
-    flat = [cast_var(v, fmt) for v in x._vars.ravel()]
-    return FixedVariableArray(np.array(flat, dtype=object).reshape(x._vars.shape), x.solver_options)
+    xs = variables(x)
+    flat = [cast_var(v, fmt) for v in xs.ravel()]
+    return FixedVariableArray(np.array(flat, dtype=object).reshape(xs.shape), x.solver_options)
 
 
 def declare_input(x: FixedVariableArray, fmt: FixedFormat) -> FixedVariableArray:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from ..bounded_run import describe_seconds, run_bounded, timeout_from_env
+from ..compat.da4ml import emulator_make
 from .errors import RtlTimeoutError, RtlToolError
 
 TIMEOUT_ENV = "LEPTON_VERILATOR_TIMEOUT_S"
@@ -97,37 +98,31 @@ def run_rtl_tool(argv: Sequence[str], cwd: str | os.PathLike, timeout_s: float, 
 def build_emulator(verilog_dir: Path, prefix: str, jobs: int, timeout_s: float) -> Path:
     """Build the emulator library of da4ml's `<prefix>` wrapper in `verilog_dir/sim`; returns its path.
 
-    This runs da4ml's own makefile with the variables its `VerilogModel._compile` sets, instead of calling
-    that method: it runs make with a plain subprocess.run (no time limit) in our own process group, so a
+    This runs da4ml's own makefile as its `VerilogModel` would (`compat.da4ml.emulator_make`), instead of
+    calling that: da4ml runs make with a plain subprocess.run (no time limit) in our own process group, so a
     watchdog could stop make but not reliably the verilator and g++ processes make started."""
     sim = verilog_dir / "sim"
-    stamp = str(uuid.uuid4())
+    make = emulator_make(prefix, str(uuid.uuid4()))
     env = verilator_env(jobs)
-    env.update({"VM_PREFIX": prefix, "STAMP": stamp, "EXTRA_CXXFLAGS": "", "VERILATOR_FLAGS": "-Wall"})
-    run_rtl_tool(["make", "-f", "build_binder.mk"], sim, timeout_s, f"Verilator build of {verilog_dir}",
-                 env=env, log=sim / "verilator_build.log")
-    shutil.rmtree(sim / "obj_dir", ignore_errors=True)  # intermediate objects, as da4ml removes them
-    lib = sim / f"lib{prefix}_{stamp}.so"
+    env.update(make.variables)
+    run_rtl_tool(make.argv, sim, timeout_s, f"Verilator build of {verilog_dir}", env=env, log=sim / "verilator_build.log")
+    for scratch in make.scratch:  # intermediate objects, as da4ml removes them
+        shutil.rmtree(sim / scratch, ignore_errors=True)
+    lib = sim / make.library
     if not lib.is_file():
         raise RtlToolError(f"Verilator build of {verilog_dir} produced no emulator library {lib.name}")
     return lib
 
 
 def bounded_verilator_runner(timeout_s: float, what: str):
-    """cocotb's Verilator runner with each of its commands (verilator, make, the simulation) time-limited.
+    """cocotb's Verilator runner with each of its commands (verilator, make, the simulation) time-limited."""
+    from ..compat.cocotb import HookMissing, verilator_runner
 
-    cocotb runs them with a plain subprocess.run; this overrides the one method that does."""
-    from cocotb_tools.runner import Verilator
+    def execute(argv, cwd, env, stdout) -> None:
+        run_rtl_tool(argv, cwd, timeout_s, f"{what} ({Path(argv[0]).name})", env=env, stdout=stdout)
 
-    if not callable(getattr(Verilator, "_execute_cmds", None)):
+    try:
+        return verilator_runner(execute)
+    except HookMissing:
         raise RtlToolError(f"cocotb {_version('cocotb')}'s runner has no _execute_cmds, through which lepton-hls puts "
-                           "a time limit on its commands: install cocotb 2.1 (the version tested)")
-
-    class BoundedVerilator(Verilator):
-        def _execute_cmds(self, cmds, cwd, stdout=None) -> None:
-            for cmd in cmds:
-                self.log.info("Running command %s in directory %s", " ".join(map(str, cmd)), cwd)
-                run_rtl_tool([str(c) for c in cmd], cwd, timeout_s, f"{what} ({Path(str(cmd[0])).name})",
-                             env=self.env, stdout=stdout)
-
-    return BoundedVerilator()
+                           "a time limit on its commands: install cocotb 2.1 (the version tested)") from None

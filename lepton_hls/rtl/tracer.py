@@ -15,6 +15,7 @@ import numpy as np
 from da4ml.trace import FixedVariable, FixedVariableArray, FixedVariableArrayInput, comb_trace
 from lepton_host.fixedpoint import FixedFormat
 
+from ..compat.da4ml import variables
 from . import fixed
 from .errors import RtlCoverageError
 from .graph import LayerGraph, Op
@@ -110,7 +111,7 @@ def _dot(x: list[FixedVariable], w: np.ndarray, b: np.ndarray, acc: FixedFormat,
             return [FixedVariable.from_const(bj, hwconf=x[0].hwconf) for bj in bias]
         xa = FixedVariableArray(np.array([x[i] for i in live], dtype=object))
         y = xa @ w[live]
-        return [y._vars[j] + bias[j] for j in range(w.shape[1])]
+        return [variables(y)[j] + bias[j] for j in range(w.shape[1])]
     cols = []
     for j in range(w.shape[1]):
         terms = [fixed.round_var(x[i] * Decimal(repr(float(w[i, j]))), acc.frac, acc.rounding)
@@ -150,7 +151,7 @@ def _finish(vals: list, op: Op, shape) -> FixedVariableArray:
 def op_dense(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     w, b, acc = _weights(op)
     w = w.reshape(-1, w.shape[-1])
-    xs = list(x._vars.ravel())
+    xs = list(variables(x).ravel())
     if len(xs) != w.shape[0]:
         raise RtlCoverageError(f"layer {op.name}: {len(xs)} inputs but weights for {w.shape[0]}")
     return _finish(_dot(xs, w, b, acc, op), op, op.shape)
@@ -163,7 +164,7 @@ def op_conv(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     pt, pb, pl, pr = op.attrs["pad"]
     h, wd, c = op.attrs["in_shape"]
     w2 = w.reshape(kh * kw * c, -1)
-    grid = x._vars.reshape(h, wd, c)
+    grid = variables(x).reshape(h, wd, c)
     zero = FixedVariable.from_const(Decimal(0), hwconf=grid.ravel()[0].hwconf)
     padded = np.full((h + pt + pb, wd + pl + pr, c), zero, dtype=object)
     padded[pt : pt + h, pl : pl + wd, :] = grid
@@ -189,10 +190,10 @@ def op_linear(x: FixedVariableArray, op: Op) -> FixedVariableArray:
 def op_batchnorm(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     s = op.formats["scale"].cast(op.arrays["scale"]).ravel()
     b = op.formats["bias"].cast(op.arrays["bias"]).ravel()
-    flat = x._vars.ravel()
+    flat = variables(x).ravel()
     n = len(s)
     vals = [flat[k] * Decimal(repr(float(s[k % n]))) + Decimal(repr(float(b[k % n]))) for k in range(len(flat))]
-    arr = FixedVariableArray(np.array(vals, dtype=object).reshape(x._vars.shape))
+    arr = FixedVariableArray(np.array(vals, dtype=object).reshape(variables(x).shape))
     return fixed.cast(arr, op.result, f"layer {op.name}")
 
 
@@ -205,7 +206,7 @@ def op_maxpool(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     sh, sw = op.attrs["stride"]
     h, wd, c = op.attrs["in_shape"]
     pt, pb, pl, pr = op.attrs["pad"]
-    grid = x._vars.reshape(h, wd, c)
+    grid = variables(x).reshape(h, wd, c)
     if any(op.attrs["pad"]):
         # Padded cells hold the input format's most negative value, so they never win unless the window is all pad.
         x_fmt = op.attrs["in_format"]
@@ -232,7 +233,7 @@ def op_maxpool(x: FixedVariableArray, op: Op) -> FixedVariableArray:
 def op_zeropad(x: FixedVariableArray, op: Op) -> FixedVariableArray:
     pt, pb, pl, pr = op.attrs["pad"]
     h, wd, c = op.attrs["in_shape"]
-    grid = fixed.cast(x, op.result, f"layer {op.name}")._vars.reshape(h, wd, c)
+    grid = variables(fixed.cast(x, op.result, f"layer {op.name}")).reshape(h, wd, c)
     zero = FixedVariable.from_const(Decimal(0), hwconf=grid.ravel()[0].hwconf)
     padded = np.full((h + pt + pb, wd + pl + pr, c), zero, dtype=object)
     padded[pt : pt + h, pl : pl + wd, :] = grid
@@ -253,7 +254,7 @@ def _table_lookup(v: FixedVariable, fmt: FixedFormat, n_bits: int, table_raw: np
 
     k, i, f = fixed.kif(out)
     arr = FixedVariableArray(np.array([q], dtype=object)).apply(rom).quantize(k, i, f)
-    return arr._vars[0]
+    return variables(arr)[0]
 
 
 def _tree(vals: list, accum: FixedFormat):
@@ -277,7 +278,7 @@ def op_softmax(x: FixedVariableArray, op: Op) -> FixedVariableArray:
         fixed.check_format(fm, f"layer {op.name} {k}")
     exp_acc = accum.requantize(op.arrays["exp_table"], exp_t.frac)  # the ROM returns values already in accum
     n = a["n_slice"]
-    flat = list(x._vars.ravel())
+    flat = list(variables(x).ravel())
     out = []
     for s0 in range(0, len(flat), n):
         sl = flat[s0 : s0 + n]
