@@ -21,6 +21,7 @@ from lepton_host.manifest import OVERLAY_REPORT, Manifest, OverlaySection, load_
 
 from . import boards as board_table
 from . import ip_wrapper, resources
+from .report_record import record_report
 from .vendor import reports
 from .vendor.tools import find_tool, hls_command, run_tool, vivado_command
 
@@ -248,14 +249,10 @@ def write_overlay_project(package_dir: str | Path, board: str, max_batch: int = 
     hls_script, vivado_script = out / "hls_ip.tcl", out / "lepton_overlay.tcl"
     hls_script.write_text(hls_tcl)
     vivado_script.write_text(vivado_tcl)
-    # A stale bitstream from another board or batch size must not stay listed next to new scripts.
-    for rel in [r for r in manifest.artifacts if r.startswith("overlay/")]:
-        del manifest.artifacts[rel]
-        if rel.endswith((".bit", ".hwh")):  # unlisted, the runtime would refuse the package; stale, it must go
-            (pkg / rel).unlink(missing_ok=True)
-    manifest.add_artifacts(pkg, [*ip.files, hls_script, vivado_script])
-    manifest.set_report(OVERLAY_REPORT, plan.to_dict())
-    manifest.save(pkg)
+    # A stale bitstream from another board or batch size must not stay listed (or, unlisted, stay at all)
+    # next to new scripts.
+    record_report(pkg, manifest, OVERLAY_REPORT, plan.to_dict(), files=[*ip.files, hls_script, vivado_script],
+                  replace_prefix="overlay/")  # fmt: skip
     return OverlayProject(pkg, manifest, plan, ip, hls_script, vivado_script)
 
 
@@ -280,7 +277,6 @@ def build_overlay(project: OverlayProject, progress: Callable[[str], None] | Non
         built=True,
     )  # fmt: skip
     manifest = load_manifest(project.package, verify=False)
-    manifest.add_artifacts(project.package, [bit, hwh, out / "timing_summary.rpt", out / "utilization.rpt"])
-    manifest.set_report(OVERLAY_REPORT, plan.to_dict())
-    manifest.save(project.package)
+    record_report(project.package, manifest, OVERLAY_REPORT, plan.to_dict(),
+                  files=[bit, hwh, out / "timing_summary.rpt", out / "utilization.rpt"])  # fmt: skip
     return plan

@@ -25,6 +25,7 @@ from lepton_host.manifest import Verification, load_manifest
 from .build_config import BuildConfig
 from .keras_io import ModelFiles, architecture_layers, layer_outputs, load_keras
 from .progress import Progress
+from .report_record import record_report
 
 REPORT_PATH = "reports/verify.json"
 
@@ -228,16 +229,10 @@ def _agreement(out: np.ndarray, ref: np.ndarray, final_layer) -> float:
 
 
 def _record(root: Path, manifest, report: dict) -> None:
-    path = root / REPORT_PATH
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    manifest.reports["verification"] = {
-        k: report[k] for k in ("samples", "identical_rows", "argmax_agreement", "max_abs_diff", "passed")
-    }
     manifest.verification = Verification.from_report(
         report, REPORT_PATH, verified=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    manifest.add_artifacts(root, [REPORT_PATH])
-    manifest.save(root)
+    summary = {k: report[k] for k in ("samples", "identical_rows", "argmax_agreement", "max_abs_diff", "passed")}
+    record_report(root, manifest, "verification", summary, report_file=REPORT_PATH, report=report)
 
 
 def _real_data(manifest, n: int):

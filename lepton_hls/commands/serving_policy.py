@@ -5,7 +5,6 @@ can switch the input range check off)."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -28,6 +27,8 @@ def run(args) -> int:
 
     from lepton_host.serving.errors import BadRequest
     from lepton_host.serving.routing import RoutingPolicy
+
+    from lepton_hls.report_record import record_report
 
     pkg, src = Path(args.package), Path(args.policy)
     manifest = load_manifest(pkg, verify=False)
@@ -53,10 +54,7 @@ def run(args) -> int:
     except TypeError as e:
         raise BadRequest(f"{src}: {e}") from None
     dest = pkg / POLICY_NAME
-    tmp = dest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"routing": routing}, indent=2) + "\n")
-    os.replace(tmp, dest)
-    manifest.add_artifacts(pkg, [POLICY_NAME])
-    manifest.save(pkg)
+    # The policy is a file of the package, not a tool's report: recorded with its hash, no summary.
+    record_report(pkg, manifest, None, None, report_file=POLICY_NAME, report={"routing": routing})
     print(f"lepton-hls serving-policy: {dest} recorded in the manifest: {json.dumps(policy.to_dict())}")
     return 0

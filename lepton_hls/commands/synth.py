@@ -4,7 +4,7 @@ manifest."""
 
 from __future__ import annotations
 
-import json
+SYNTH_REPORT = "reports/synth.json"
 
 
 def register(subparsers) -> None:
@@ -25,6 +25,7 @@ def run(args) -> int:
 
     from lepton_host.manifest import load_manifest
 
+    from lepton_hls.report_record import record_report
     from lepton_hls.vendor.hls4ml_build import run_hls4ml_build
     from lepton_hls.vendor.tools import stderr_progress
 
@@ -34,13 +35,8 @@ def run(args) -> int:
                               cosim=not args.no_cosim, vsynth=not args.no_vsynth,
                               log_dir=pkg / "reports", progress=stderr_progress("hls"))  # fmt: skip
     report = _relative_sources(result.to_dict(), pkg)
-    out = pkg / "reports" / "synth.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    manifest = load_manifest(pkg, verify=False)
-    manifest.reports["synth"] = report
-    manifest.add_artifacts(pkg, [out])
-    manifest.save(pkg)
+    out = pkg / SYNTH_REPORT
+    record_report(pkg, load_manifest(pkg, verify=False), "synth", report, report_file=SYNTH_REPORT)
     c = result.csynth
     if c is not None:
         print(f"lepton-hls synth: {c.top} on {c.part}: latency {c.latency_min}-{c.latency_max} cycles, "

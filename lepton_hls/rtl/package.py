@@ -4,7 +4,6 @@ check it bit for bit against the C simulation, and record the result in the mani
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from lepton_host.manifest import MANIFEST_NAME, load_manifest
 from lepton_host.rtl_emulator import RtlEmulator
 
 from .. import boards
+from ..report_record import record_report, write_json
 from .build import RtlReport, build_rtl
 from .graph import load_engine_ir
 from .tracer import trace
@@ -139,17 +139,13 @@ def rtl_package(
         "check": None if check is None else check.__dict__,
         "bit_exact": None if check is None else check.max_abs_raw_diff == 0,
     }
-    (root / REPORT).parent.mkdir(exist_ok=True)
-    (root / REPORT).write_text(json.dumps(result, indent=2) + "\n")
-    if manifest is not None:
-        # A rebuild replaces rtl/ wholesale (the emulator library's name changes): forget the old entries.
-        for rel in [r for r in manifest.artifacts if r.startswith(RTL_DIR + "/")]:
-            del manifest.artifacts[rel]
+    if manifest is None:
+        write_json(root / REPORT, result)
+    else:
+        # A rebuild replaces rtl/ wholesale (the emulator library's name changes): the old entries go.
         files = [p for p in (root / RTL_DIR).rglob("*")
                  if p.is_file() and not {"obj_dir", "cocotb_build"} & set(p.parts)]
-        manifest.add_artifacts(root, [p.relative_to(root) for p in files] + [REPORT])
-        manifest.reports["rtl"] = result
-        manifest.save(root)
+        record_report(root, manifest, "rtl", result, report_file=REPORT, files=files, replace_prefix=RTL_DIR)
     if check is not None and check.max_abs_raw_diff != 0:
         raise RtlMismatchError(
             f"{root}: Verilator emulation differs from {check.reference} on {100 * (1 - check.identical_rows):.2f}% of "
