@@ -24,8 +24,9 @@ import weakref
 import numpy as np
 from pynq.buffer import PynqBuffer
 from pynq.pl_server.device import Device
-from pynq.pl_server.hwh_parser import _HWHZynq, get_hwh_name
+from pynq.pl_server.hwh_parser import get_hwh_name
 
+from ..compat.pynq import forget_probed_devices, zynq_hwh_parser
 from .dma import SR_SLV_ERR, AxiDmaModel
 from .faults import Fault, FaultKind
 from .stream_ip import StreamIP
@@ -36,10 +37,7 @@ PAGE = 4096
 
 def forget_probe() -> None:
     """Make pynq probe again on next use (its device list and active device are cached on the class)."""
-    for cls in (Device, EmulatedBoard):
-        for attr in ("_devices", "_active_device"):
-            if attr in cls.__dict__:
-                delattr(cls, attr)
+    forget_probed_devices(Device, EmulatedBoard)
 
 
 class EmulatedBoard(Device):
@@ -186,7 +184,7 @@ class EmulatedBoard(Device):
                 f"the emulated board needs the hardware handoff {hwh} beside {bitfile_name}; generate it with "
                 "lepton_host.board.write_overlay(manifest, dir)"
             )
-        parser = _HWHZynq(hwh_name=hwh)
+        parser = zynq_hwh_parser(hwh)
         # The PS clock registers do not exist here; remember what the design asked for instead.
         self.clocks = parser.clock_dict
         parser.clock_dict = {}

@@ -9,7 +9,8 @@ DMA in simple (direct register) mode on GP0 at 0x40400000, and the stream accele
   `hier_0/axi_dma_0`.
 
 Both carry the accelerator's formats and sizes as IP parameters (`C_STREAM`, `C_IN_FORMAT`, ...), so the
-emulated board can serve any overlay from the .hwh alone. pynq's unmodified parser (`_HWHZynq`) reads them.
+emulated board can serve any overlay from the .hwh alone. pynq's unmodified Zynq parser reads them
+(`compat.pynq.zynq_hwh_parser`).
 """
 
 from __future__ import annotations
