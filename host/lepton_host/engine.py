@@ -71,6 +71,11 @@ class Engine:
         self.output_node = self.nodes[self.output_ids[0]]
         work = max(n.work for n in self.nodes)
         self.chunk = max(1, CHUNK_ELEMENTS // max(work, 1))
+        # What the loop in `_run` needs, flat: each node's function and the value slots it reads. The input node
+        # reads slot `len(nodes)`, where a run puts the raw batch it was given.
+        feed = len(self.nodes)
+        self._steps = [(n.fn, tuple(n.inputs) if n.op != "input" else (feed,)) for n in self.nodes]
+        self._index = index
 
     @classmethod
     def load(cls, engine_dir: str | os.PathLike) -> Engine:
@@ -95,29 +100,59 @@ class Engine:
     def output_shape(self) -> tuple[int, ...]:
         return self.output_node.shape
 
-    def run_raw(self, raw: np.ndarray, trace: bool = False):
+    def run_raw(self, raw: np.ndarray, trace: bool = False, after: str | None = None):
         """Raw input integers (N, *input_shape) -> raw output integers (N, *output_shape); with `trace`, a dict
-        of every layer's raw output by layer name."""
+        of every layer's raw output by layer name.
+
+        With `after`, `raw` is the raw output (N, *shape) of layer `after`, computed elsewhere (the RTL core
+        covers the network up to there), and only the layers after it run; `trace` then holds `after` and the
+        layers after it."""
         raw = np.asarray(raw, dtype=np.int64)
-        if raw.shape[1:] != self.input_shape:
-            raise EmulationError(f"engine input of shape {raw.shape}; expected (N, {self.input_shape})")
+        if after is None:
+            slot, first = len(self.nodes), 0
+            if raw.shape[1:] != self.input_shape:
+                raise EmulationError(f"engine input of shape {raw.shape}; expected (N, {self.input_shape})")
+        else:
+            slot = first = self.tail_start(after)
+            first += 1
+            if raw.shape[1:] != self.nodes[slot].shape:
+                raise EmulationError(
+                    f"engine input of shape {raw.shape} after layer {after!r}; expected (N, {self.nodes[slot].shape})"
+                )
         n = len(raw)
         if n <= self.chunk:
-            return self._run(raw, trace)
-        parts = [self._run(raw[i : i + self.chunk], trace) for i in range(0, n, self.chunk)]
+            return self._run(raw, slot, first, trace)
+        parts = [self._run(raw[i : i + self.chunk], slot, first, trace) for i in range(0, n, self.chunk)]
         if trace:
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return np.concatenate(parts)
 
-    def _run(self, raw: np.ndarray, trace: bool):
-        values: list[np.ndarray | None] = [None] * len(self.nodes)
-        for i, node in enumerate(self.nodes):
-            if node.op == "input":
-                values[i] = node.fn([raw])
-            else:
-                values[i] = node.fn([values[j] for j in node.inputs])
-        if trace:
-            return {node.name: values[i] for i, node in enumerate(self.nodes)}
+    def tail_start(self, layer: str) -> int:
+        """The index of node `layer`, checked as a place to continue from: every node after it reads only
+        `layer` or nodes after it, so `run_raw(..., after=layer)` needs nothing but `layer`'s output."""
+        i = self._index.get(layer)
+        if i is None:
+            raise EmulationError(f"the engine graph has no layer {layer!r}")
+        names = [node.name for node in self.nodes] + ["the graph input"]
+        for node, (_, args) in zip(self.nodes[i + 1 :], self._steps[i + 1 :]):
+            early = [names[j] for j in args if j < i or j == len(self.nodes)]
+            if early:
+                raise EmulationError(
+                    f"engine layer {node.name!r} after {layer!r} reads {', '.join(map(repr, early))}, computed "
+                    f"before it; the engine cannot continue from {layer!r} alone"
+                )
+        return i
+
+    def _run(self, raw: np.ndarray, slot: int, first: int, trace: bool):
+        """Puts `raw` in value slot `slot`, then runs nodes `first`, `first + 1`, ... to the end."""
+        steps = self._steps
+        values: list[np.ndarray | None] = [None] * (len(steps) + 1)
+        values[slot] = raw
+        for i in range(first, len(steps)):
+            fn, args = steps[i]
+            values[i] = fn([values[j] for j in args])
+        if trace:  # every layer that ran, and the one whose output was given
+            return {node.name: v for node, v in zip(self.nodes, values) if v is not None}
         return values[self.output_ids[0]]
 
 

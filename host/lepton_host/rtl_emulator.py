@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .emulator_base import Emulator, PortSpec
+from .emulator_base import ENGINE_DIR, Emulator, PortSpec, read_ports
 from .errors import EmulationError
 from .fixedpoint import FixedFormat
 
@@ -72,9 +72,9 @@ class RtlEmulator(Emulator):
         self._memdir = memdir if any(memdir.glob("*.mem")) else None
         self._tail = None
         if tail == "engine" and self.uncovered:
-            self._tail = _EngineTail(root, self.output.name)
+            self._tail = _engine_tail(root, self.output.name)
             self.rtl_output = self.output
-            self.output = self._tail.output
+            self.output = read_ports(root)[1]
         elif tail not in (None, "engine"):
             raise EmulationError(f"unknown tail {tail!r}; use None or 'engine'")
 
@@ -105,30 +105,20 @@ class RtlEmulator(Emulator):
                 v = np.where(v >= (np.int64(1) << (w - 1)), v - (np.int64(1) << w), v)
         v = v << self._out_shift if self._out_shift >= 0 else v >> -self._out_shift
         if self._tail is not None:
-            return self._tail.run(v.reshape((n,) + self.rtl_output.shape))
+            return self._tail.run_raw(v.reshape((n,) + self.rtl_output.shape), after=self.rtl_output.name)
         return v.reshape((n,) + self.output.shape)
 
 
-class _EngineTail:
-    """The package's engine layers after the RTL's output layer, fed with the RTL's raw output."""
+def _engine_tail(package_dir: Path, start: str):
+    """The package's engine, checked to continue from the RTL's output layer `start`."""
+    from .engine import Engine
 
-    def __init__(self, package_dir: Path, start: str):
-        from .emulator_base import ENGINE_DIR, read_ports
-        from .engine import Engine
-
-        self.engine = Engine.load(Path(package_dir) / ENGINE_DIR)
-        names = [node.name for node in self.engine.nodes]
-        if start not in names:
-            raise EmulationError(f"{package_dir}: the RTL ends at layer {start!r}, which the engine graph does not have")
-        self.start = names.index(start)
-        self.output = read_ports(package_dir)[1]
-
-    def run(self, raw: np.ndarray) -> np.ndarray:
-        nodes = self.engine.nodes
-        values: dict[int, np.ndarray] = {self.start: raw}
-        for i in range(self.start + 1, len(nodes)):
-            values[i] = nodes[i].fn([values[j] for j in nodes[i].inputs])
-        return values[self.engine.output_ids[0]]
+    engine = Engine.load(Path(package_dir) / ENGINE_DIR)
+    try:
+        engine.tail_start(start)
+    except EmulationError as e:
+        raise EmulationError(f"{package_dir}: the RTL ends at layer {start!r}, where the engine cannot take over: {e}") from None
+    return engine
 
 
 def load_rtl_emulator(package_dir: str | os.PathLike) -> RtlEmulator:
