@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cli_runner import run_cli
 from lepton_host.errors import ChecksumError, ManifestError
 from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import load_manifest
 from paths import example_file, example_model, require
-
-CLI = [sys.executable, "-m", "lepton_hls.cli"]
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def test_jet_tagger_package_is_bit_exact_before_softmax(jet_package):
@@ -49,7 +42,7 @@ def test_package_predict_matches_the_c_simulation(jet_package):
 
 
 def test_verify_json_and_exit_status(jet_package):
-    r = cli("verify", jet_package, "--samples", 100, "--json")
+    r = run_cli("verify", jet_package, "--samples", 100, "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)  # stdout is exactly one JSON object
     for key in ("samples", "identical_rows", "argmax_agreement", "max_abs_diff", "layers"):
@@ -66,7 +59,7 @@ def test_tampered_artifact_is_refused(jet_package, tmp_path):
     weights.write_text(weights.read_text().replace("0", "1", 1))
     with pytest.raises(ChecksumError, match="sha256 mismatch for hls/firmware/weights/w2"):
         load_manifest(pkg)
-    r = cli("verify", pkg)
+    r = run_cli("verify", pkg)
     assert r.returncode == 2 and "sha256 mismatch" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -81,7 +74,7 @@ def test_corrupt_and_edited_manifests_are_refused(jet_package, tmp_path):
     with pytest.raises(ManifestError, match="edited after it was written"):
         load_manifest(pkg)
     manifest.write_text(good[: len(good) // 2])
-    r = cli("verify", pkg)
+    r = run_cli("verify", pkg)
     assert r.returncode == 2 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
     data = json.loads(good)
     data["version"] = 99
@@ -94,38 +87,38 @@ def test_bad_models_get_clear_errors(tmp_path):
     arch = example_file("qkeras_3layer.json")
     lonely = tmp_path / "lonely.json"
     shutil.copyfile(arch, lonely)
-    r = cli("build", lonely, "--out", tmp_path / "a")
+    r = run_cli("build", lonely, "--out", tmp_path / "a")
     assert r.returncode == 2 and "no weights for" in r.stderr and "Traceback" not in r.stderr
 
-    r = cli("build", arch, "--weights", example_file("qkeras_mnist_dense_weights.h5"), "--out", tmp_path / "b")
+    r = run_cli("build", arch, "--weights", example_file("qkeras_mnist_dense_weights.h5"), "--out", tmp_path / "b")
     assert r.returncode == 2 and "do not fit the architecture" in r.stderr and "Traceback" not in r.stderr
 
     spec = json.loads(arch.read_text())
     spec["config"]["layers"][2]["class_name"] = "LocallyConnected1D"
     odd = tmp_path / "odd.json"
     odd.write_text(json.dumps(spec))
-    r = cli("build", odd, "--weights", example_file("qkeras_3layer_weights.h5"), "--out", tmp_path / "c")
+    r = run_cli("build", odd, "--weights", example_file("qkeras_3layer_weights.h5"), "--out", tmp_path / "c")
     # the user's layer name, its class, and the supported alternatives, on one line
     assert r.returncode == 2 and "'relu1': class LocallyConnected1D is not supported" in r.stderr
     assert "Supported alternatives: Conv1D" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
-    r = cli("build", "no_such_model", "--out", tmp_path / "d")
+    r = run_cli("build", "no_such_model", "--out", tmp_path / "d")
     assert r.returncode == 2 and "jet_tagger" in r.stderr
 
-    r = cli("build", "jet_tagger", "--out", tmp_path / "e", "--board", "de10")
+    r = run_cli("build", "jet_tagger", "--out", tmp_path / "e", "--board", "de10")
     assert r.returncode == 2 and "pynq-z2" in r.stderr
 
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
-    r = cli("build", "jet_tagger", "--out", occupied)
+    r = run_cli("build", "jet_tagger", "--out", occupied)
     assert r.returncode == 2 and "--force" in r.stderr and (occupied / "keep.txt").read_text() == "mine"
 
 
 def test_unknown_config_key_is_named(tmp_path):
     cfg = tmp_path / "c.yml"
     cfg.write_text("backend: Vitis\nreuse: 4\n")
-    r = cli("build", "jet_tagger", "--config", cfg, "--out", tmp_path / "x")
+    r = run_cli("build", "jet_tagger", "--config", cfg, "--out", tmp_path / "x")
     assert r.returncode == 2 and "unknown config key(s) reuse" in r.stderr
 
 

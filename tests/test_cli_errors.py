@@ -4,17 +4,10 @@ output path whose folder does not exist."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-CLI = [sys.executable, "-m", "lepton_hls.cli"]
-
-
-def cli(*args):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
+from cli_runner import run_cli
 
 
 def refused(proc, command: str, *words: str) -> str:
@@ -42,7 +35,7 @@ def good_batch(tmp_path_factory):
 
 @pytest.mark.parametrize("samples", [0, -5])
 def test_verify_refuses_samples_below_one(pkg, samples):
-    refused(cli("verify", pkg, "--samples", samples), "verify", "--samples", str(samples))
+    refused(run_cli("verify", pkg, "--samples", samples), "verify", "--samples", str(samples))
 
 
 def test_verify_package_refuses_zero_samples_from_python(pkg):
@@ -65,7 +58,7 @@ def test_verify_package_refuses_zero_samples_from_python(pkg):
 def test_predict_refuses_batches_that_are_not_samples_of_numbers(pkg, tmp_path, array, words):
     path = tmp_path / "x.npy"
     np.save(path, array)
-    refused(cli("predict", pkg, "--input", path, "--target", "emulator"), "predict", str(path), *words)
+    refused(run_cli("predict", pkg, "--input", path, "--target", "emulator"), "predict", str(path), *words)
 
 
 def test_predict_refuses_nan_and_inf_rows_naming_how_many(pkg, tmp_path):
@@ -76,27 +69,27 @@ def test_predict_refuses_nan_and_inf_rows_naming_how_many(pkg, tmp_path):
     x[31, 15] = -np.inf
     path = tmp_path / "x.npy"
     np.save(path, x)
-    line = refused(cli("predict", pkg, "--input", path, "--target", "emulator"), "predict", "3 of 40 rows",
+    line = refused(run_cli("predict", pkg, "--input", path, "--target", "emulator"), "predict", "3 of 40 rows",
                    "NaN or inf", "3, 17, 31")
     assert "RuntimeWarning" not in line
 
 
 def test_predict_refuses_an_output_in_a_missing_folder(pkg, good_batch, tmp_path):
     out = tmp_path / "missing" / "y.npy"
-    refused(cli("predict", pkg, "--input", good_batch, "--target", "emulator", "--output", out), "predict",
+    refused(run_cli("predict", pkg, "--input", good_batch, "--target", "emulator", "--output", out), "predict",
             str(out.parent), "does not exist")
     assert not out.parent.exists()
 
 
 @pytest.mark.parametrize("value", ["-1", "0", "nan", "inf"])
 def test_predict_refuses_a_timeout_that_is_not_a_positive_number(pkg, good_batch, value):
-    refused(cli("predict", pkg, "--input", good_batch, "--target", "emulated-board", "--timeout", value),
+    refused(run_cli("predict", pkg, "--input", good_batch, "--target", "emulated-board", "--timeout", value),
             "predict", "--timeout")
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_predict_refuses_max_batch_below_one(pkg, good_batch, value):
-    refused(cli("predict", pkg, "--input", good_batch, "--target", "emulated-board", "--max-batch", value),
+    refused(run_cli("predict", pkg, "--input", good_batch, "--target", "emulated-board", "--max-batch", value),
             "predict", "--max-batch", value)
 
 
@@ -104,7 +97,7 @@ def test_predict_accepts_a_good_batch_and_writes_it(pkg, good_batch, tmp_path):
     from lepton_hls.package import load
 
     out = tmp_path / "y.npy"
-    proc = cli("predict", pkg, "--input", good_batch, "--target", "emulator", "--output", out)
+    proc = run_cli("predict", pkg, "--input", good_batch, "--target", "emulator", "--output", out)
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(np.load(out), load(pkg).predict(np.load(good_batch)))
 
@@ -112,7 +105,7 @@ def test_predict_accepts_a_good_batch_and_writes_it(pkg, good_batch, tmp_path):
 def test_old_inference_path_spelling_still_works_with_a_note(pkg, good_batch, tmp_path):
     """`predict --backend emulator` (the inference path's old name) runs as `--target emulator`, with one note."""
     out = tmp_path / "y.npy"
-    proc = cli("predict", pkg, "--input", good_batch, "--backend", "emulator", "--output", out)
+    proc = run_cli("predict", pkg, "--input", good_batch, "--backend", "emulator", "--output", out)
     assert proc.returncode == 0, proc.stderr
     notes = [l for l in proc.stderr.splitlines() if "deprecated" in l]
     assert len(notes) == 1 and "--target emulator" in notes[0]
@@ -136,7 +129,7 @@ def test_verify_with_the_users_data_counts_values_outside_the_input_type(pkg, tm
     x[:, 0] = 500.0  # one feature far beyond ap_fixed<16,6>
     path = tmp_path / "raw.npy"
     np.save(path, x)
-    proc = cli("verify", own, "--samples", "50", "--json", "--data", path)
+    proc = run_cli("verify", own, "--samples", "50", "--json", "--data", path)
     report = json.loads(proc.stdout)
     assert [s["name"] for s in report["sets"]][-1] == "data"
     note = next(n for n in report["notes"] if "outside the input type" in n)

@@ -19,7 +19,7 @@ import pytest
 from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import HlsInfo, Manifest, ModelInfo, TensorSpec, load_manifest
 from lepton_hls import overlay
-from paths import ROOT
+from cli_runner import run_cli
 
 tkinter = pytest.importorskip("tkinter")
 hls4ml = pytest.importorskip("hls4ml")
@@ -278,8 +278,7 @@ def test_one_board_table_for_build_rtl_and_overlay():
 
 # ---- the command at the tool boundary ----------------------------------------------------------------------
 def _cli(args, env):
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "lepton-hls"), *args], capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
+    return run_cli(*args, env=env, timeout=300)
 
 
 def _install(bin_dir: Path, names):

@@ -8,21 +8,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cli_runner import CLI, run_cli
 from lepton_host.emulator import load_emulator
 from lepton_host.errors import ChecksumError
 from lepton_host.manifest import load_manifest, unlisted_files
 
-CLI = [sys.executable, "-m", "lepton_hls.cli"]
-
 
 def cli(*args, cwd=None):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd)
+    return run_cli(*args, timeout=900, cwd=cwd)
 
 
 def one_line_refusal(proc, *words):

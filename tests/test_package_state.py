@@ -9,13 +9,12 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cli_runner import run_cli
 from lepton_host.manifest import (
     Manifest,
     UnverifiedPackageError,
@@ -23,12 +22,6 @@ from lepton_host.manifest import (
     check_verified,
     load_manifest,
 )
-
-CLI = [sys.executable, "-m", "lepton_hls.cli"]
-
-
-def cli(*args, timeout=600):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def _leftovers(parent: Path, keep=()) -> list[str]:
@@ -67,7 +60,7 @@ def test_failed_builds_leave_nothing_behind(tmp_path):
     outs = tmp_path / "outs"
     outs.mkdir()
 
-    r = cli("build", odd, "--out", outs / "odd")
+    r = run_cli("build", odd, "--out", outs / "odd")
     assert r.returncode == 2 and "class LocallyConnected1D is not supported" in r.stderr, r.stderr[-2000:]
     assert _leftovers(outs) == []
 
@@ -141,7 +134,7 @@ def failed_package(tiny_model, tmp_path_factory):
     cfg = folder / "narrow.yml"
     cfg.write_text('default_precision: "ap_fixed<8,2>"\n')
     out = folder / "pkg"
-    r = cli("build", tiny_model, "--out", out, "--config", cfg, "--samples", 100)
+    r = run_cli("build", tiny_model, "--out", out, "--config", cfg, "--samples", 100)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "marked failed in its manifest" in r.stderr and "FAIL" in r.stdout
     assert _leftovers(folder, keep={"narrow.yml"}) == ["pkg"]
@@ -160,14 +153,14 @@ def test_failed_fidelity_is_recorded_in_the_manifest(failed_package):
 def test_predict_refuses_a_failed_package_unless_allowed(failed_package, tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.random.default_rng(0).standard_normal((6, 16)))
-    r = cli("predict", failed_package, "-i", x, "--target", "emulator")
+    r = run_cli("predict", failed_package, "-i", x, "--target", "emulator")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert str(failed_package) in lines[0] and "identical rows 0.0000 (needs >= 1.0)" in lines[0]
     assert "--allow-unverified" in lines[0]
 
-    r = cli("predict", failed_package, "-i", x, "--target", "emulator", "--allow-unverified", "-o", tmp_path / "y.npy")
+    r = run_cli("predict", failed_package, "-i", x, "--target", "emulator", "--allow-unverified", "-o", tmp_path / "y.npy")
     assert r.returncode == 0, r.stderr[-2000:]
     warnings = [l for l in r.stderr.splitlines() if "warning" in l]
     assert len(warnings) == 1 and "failed its fidelity check" in warnings[0] and str(failed_package) in warnings[0]
@@ -190,7 +183,7 @@ def test_serve_refuses_a_failed_package_unless_allowed(failed_package, capsys):
 def test_verify_updates_the_record_and_reports_progress_on_stderr(failed_package, tmp_path):
     pkg = tmp_path / "pkg"
     shutil.copytree(failed_package, pkg)
-    r = cli("verify", pkg, "--samples", 60, "--json")
+    r = run_cli("verify", pkg, "--samples", 60, "--json")
     assert r.returncode == 1
     report = json.loads(r.stdout)  # stdout is exactly one JSON object
     assert report["passed"] is False and report["samples"] == 60
@@ -259,7 +252,7 @@ def test_rtl_jobs_default_to_the_core_count():
 def test_rtl_shows_its_steps_on_stderr_only(build_pkg, tiny_model, tmp_path):
     pkg = tmp_path / "pkg"
     shutil.copytree(build_pkg(str(tiny_model)), pkg)
-    r = cli("rtl", pkg, "--check-samples", 500, "--no-vhdl", "--jobs", 2)
+    r = run_cli("rtl", pkg, "--check-samples", 500, "--no-vhdl", "--jobs", 2)
     assert r.returncode == 0, r.stderr[-3000:]
     for step in ("trace the package's engine graph", "build the Verilator emulator (2 jobs)",
                  "compare the Verilator emulation with the C simulation on 500 inputs"):

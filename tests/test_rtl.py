@@ -4,11 +4,11 @@ co-simulated with cocotb. The default tests use a 16-8-4 QKeras network; zoo mod
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 
+from cli_runner import run_cli
 from paths import ROOT
 
 
@@ -56,7 +56,6 @@ def test_cocotb_stream_wrapper_with_backpressure(tiny_rtl, tmp_path_factory):
 
 
 def test_cli_rtl_refuses_a_non_package(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "lepton_hls.cli", "rtl", str(tmp_path / "nope")],
-                       capture_output=True, text=True)
+    r = run_cli("rtl", tmp_path / "nope")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "lepton-hls rtl: error:" in r.stderr

@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import json
 import shutil
-import subprocess
-import sys
 import threading
 
 import httpx
 import numpy as np
 import pytest
 
+from cli_runner import run_cli
 from lepton_host.serving.fault_schedule import FaultSchedule, FaultSpecError, parse_fault, parse_schedule
 
 pynq = pytest.importorskip("pynq")
@@ -81,8 +80,7 @@ def test_overlapping_faults_of_one_kind_are_refused():
 
 def test_serve_refuses_a_bad_fault_in_one_line_with_exit_status_2(tmp_path):
     for extra in (["--target", "emulated-board", "--fault", "corrupt:mask=0@1"], ["--fault", "hang@1"]):
-        r = subprocess.run([sys.executable, "-m", "lepton_hls.cli", "serve", str(tmp_path), "--port", "0", *extra],
-                           capture_output=True, text=True, timeout=60)
+        r = run_cli("serve", tmp_path, "--port", "0", *extra, timeout=60)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("lepton-hls serve: error: --fault"), r.stderr

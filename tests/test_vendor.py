@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from lepton_host.fixedpoint import FixedFormat
 from lepton_host.manifest import HlsInfo, Manifest, ModelInfo, TensorSpec, load_manifest
 from lepton_hls.vendor import reports, tools
 from lepton_hls.vendor.hls4ml_build import run_hls4ml_build
-from paths import ROOT
+from cli_runner import run_cli
 
 DATA = Path(__file__).parent / "data" / "vendor_reports"
 STUBS = DATA / "stubs"
@@ -232,8 +231,7 @@ def _package_with_hls(root: Path) -> Path:
 
 
 def _cli(args, env):
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "lepton-hls"), *args], capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
+    return run_cli(*args, env=env, timeout=300)
 
 
 def test_synth_cli_without_vendor_tools_names_the_missing_tool(tmp_path):
