@@ -74,7 +74,7 @@ def test_the_table_covers_every_combination_and_each_reason():
     assert all(any(_matches(row, c) for row in TABLE) for c in combos)
     for row in TABLE:  # no row is shadowed by the rows before it
         assert any(_matches(row, c) and not any(_matches(r, c) for r in TABLE[:TABLE.index(row)]) for c in combos)
-    reasons = {row[6] for row in TABLE if row[6]} | {R.IN_RANGE, R.OUT_OF_RANGE}  # the last: by range
+    reasons = {row[6] for row in TABLE if row[6]} | {R.IN_RANGE, R.OUT_OF_RANGE}  # the last row's two
     assert reasons == {R.FORCED, R.NO_CLOUD, R.EDGE_UNHEALTHY, R.EDGE_BUSY, R.IN_RANGE, R.OUT_OF_RANGE}
 
 
@@ -202,14 +202,12 @@ async def gateway(pkg, policy: RoutingPolicy, cloud_url: str | None):
         backend.close()
 
 
-def _answer(service: EdgeService, x: np.ndarray):
+async def _answer(service: EdgeService, x: np.ndarray):
     """(y, params), or the ServingError the request was answered with."""
-    async def one():
-        try:
-            return await service.infer(x, REQUEST, 5.0)
-        except ServingError as e:
-            return e
-    return one()
+    try:
+        return await service.infer(x, REQUEST, 5.0)
+    except ServingError as e:
+        return e
 
 
 def _served_by(y: np.ndarray, edge_y: np.ndarray, cloud_y: np.ndarray) -> list[str]:
@@ -287,7 +285,8 @@ def test_the_executor_follows_the_plan(tiny, dev, cloud, edge_ref, name, policy_
         expected[unsure], reasons[unsure] = "cloud", R.LOW_CONFIDENCE
     assert _served_by(y, edge_y, cloud_y) == expected.tolist()
     assert params["route_reason"] == ",".join(sorted(set(reasons)))
-    assert (params["edge_samples"], params["cloud_samples"]) == ((expected == "edge").sum(), (expected == "cloud").sum())
+    counts = ((expected == "edge").sum(), (expected == "cloud").sum())
+    assert (params["edge_samples"], params["cloud_samples"]) == counts
     assert "degraded" not in params
 
 

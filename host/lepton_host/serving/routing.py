@@ -118,9 +118,14 @@ class RoutePlan:
 
     @property
     def steps(self) -> tuple[str, ...]:
-        to_edge = bool(self.edge.any())
-        return ((STEP_CLOUD,) if not self.edge.all() else ()) + ((STEP_EDGE,) if to_edge else ()) \
-            + ((STEP_CASCADE,) if to_edge and self.cascade else ())
+        steps = []
+        if not self.edge.all():
+            steps.append(STEP_CLOUD)
+        if self.edge.any():
+            steps.append(STEP_EDGE)
+            if self.cascade:
+                steps.append(STEP_CASCADE)
+        return tuple(steps)
 
 
 def whole_request_route(policy: RoutingPolicy, facts: RequestFacts) -> tuple[bool, str] | None:
