@@ -1,17 +1,22 @@
-"""The board side installs on its own: the wheel with the [board] extra, in a fresh virtual environment without
-TensorFlow, hls4ml or da4ml, serves a package on the emulated board; after requests have been answered none of
-them is in sys.modules of the serving process."""
+"""The board side installs on its own: host/install.sh puts the wheel with its [board] extra into a fresh virtual
+environment that holds the image's pynq, leaves that pynq as it was, and the result, without TensorFlow, hls4ml or
+da4ml, serves a package on the emulated board; after requests have been answered none of them is in sys.modules
+of the serving process."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from paths import ROOT
@@ -68,25 +73,135 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def board_venv(tmp_path_factory) -> Path:
-    """A fresh virtual environment with the wheel and its [board] extra (the package registry is reached)."""
-    root = tmp_path_factory.mktemp("board-venv")
-    dist = root / "dist"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
-                        "-w", str(dist)], capture_output=True, text=True, timeout=600)
+def _locked(name: str) -> str:
+    """The requirement line that requirements.lock gives `name` (e.g. "pynq==3.0.1")."""
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        req = line.split("#")[0].strip()
+        if re.match(rf"{re.escape(name)}\b(?![-\w])", req):
+            return req
+    raise AssertionError(f"{name} is not in requirements.lock")
+
+
+# pynq's files and version as the environment holds them: what the install must leave alone.
+PYNQ_STATE = textwrap.dedent(
+    """
+    import importlib.metadata as md, json, os
+    dist = md.distribution("pynq")
+    files = {str(f): os.stat(dist.locate_file(f)).st_mtime_ns for f in dist.files}
+    print(json.dumps({"version": dist.version, "files": files}))
+    """
+)
+
+
+def _pynq_state(python: Path) -> dict:
+    r = subprocess.run([str(python), "-c", PYNQ_STATE], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    wheel = next(dist.glob("lepton_hls-*.whl"))
+    return json.loads(r.stdout)
+
+
+def _skip_at_top(*names):
+    return lambda folder, entries: [e for e in entries if (Path(folder) == ROOT and e in names) or e == "__pycache__"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The project's wheel, built from a copy of the checkout (a build in place leaves build/ in it)."""
+    root = tmp_path_factory.mktemp("wheel")
+    shutil.copytree(ROOT, root / "src", symlinks=True,
+                    ignore=_skip_at_top(".venv", ".git", "build", "dist", "out", "packages", ".pytest_cache"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                        str(root / "src"), "-w", str(root / "dist")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return next((root / "dist").glob("lepton_hls-*.whl"))
+
+
+def _install_env(python: Path, wheel: Path, tmp_path: Path) -> dict:
+    return {
+        "PATH": f"{python.parent}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LEPTON_PYTHON": str(python),
+        "LEPTON_WHEEL": str(wheel),
+        "LEPTON_NOTEBOOK_DIR": str(tmp_path / "nb"),
+        "LEPTON_PACKAGE_DIR": str(tmp_path / "packages"),
+    }
+
+
+@dataclass
+class BoardVenv:
+    venv: Path
+    home: Path  # where the notebook and packages went
+    pynq_before: dict  # _pynq_state before install.sh ran
+    output: str  # install.sh's stdout
+
+
+@pytest.fixture(scope="module")
+def board_venv(tmp_path_factory, wheel, jet_package) -> BoardVenv:
+    """A fresh virtual environment laid out like the PYNQ image (the locked pynq and numpy, from the package
+    registry), then host/install.sh run on it with a package: lepton-hls and its [board] extra around that pynq."""
+    root = tmp_path_factory.mktemp("board-venv")
     venv = root / "venv"
+    python = venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[board]"],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"installing {wheel.name}[board] failed: {r.stderr[-2000:]}"
-    return venv
+    image = [_locked("pynq"), _locked("numpy"), _locked("pycparser")]
+    r = subprocess.run([str(python), "-m", "pip", "install", "-q", *image], capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, f"installing {image} failed: {r.stderr[-2000:]}"
+    before = _pynq_state(python)
+    r = subprocess.run(["bash", str(ROOT / "host" / "install.sh"), str(jet_package)],
+                       env=_install_env(python, wheel, root), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f"install.sh failed: {r.stdout[-2000:]}{r.stderr[-3000:]}"
+    return BoardVenv(venv, root, before, r.stdout)
+
+
+def test_install_script_keeps_the_image_pynq(board_venv):
+    pynq = _locked("pynq").split("==")[1]
+    assert board_venv.pynq_before["version"] == pynq
+    assert f"keeping the image's pynq {pynq}" in board_venv.output
+    after = _pynq_state(board_venv.venv / "bin" / "python")
+    assert after["version"] == pynq
+    assert after["files"] == board_venv.pynq_before["files"]  # not one file rewritten
+
+
+def test_install_script_installs_the_cli_the_notebook_and_the_packages(board_venv, jet_package, tmp_path):
+    out = board_venv.output
+    assert "artifacts verified" in out and "lepton_host installed in" in out
+    assert str(board_venv.venv) in out.split("lepton_host installed in", 1)[1].splitlines()[0]
+    assert (board_venv.home / "nb" / "lepton_quickstart.ipynb").is_file()
+    assert (board_venv.home / "packages" / jet_package.name / "manifest.json").is_file()
+    cli = board_venv.venv / "bin" / "lepton-hls"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    r = subprocess.run([str(cli), "--version"], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    # The installed command predicts on the emulated board with the image's pynq, bit for bit the package's engine.
+    x = np.random.default_rng(3).uniform(-2, 2, (6, 16))
+    np.save(tmp_path / "x.npy", x)
+    pkg = board_venv.home / "packages" / jet_package.name
+    r = subprocess.run([str(cli), "predict", str(pkg), "--input", str(tmp_path / "x.npy"), "--target",
+                        "emulated-board", "--output", str(tmp_path / "y.npy")], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from lepton_host.backends import EmulatorBackend
+
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), EmulatorBackend(jet_package).predict(x))
+
+
+def test_install_script_dry_run_would_leave_pynq_and_numpy_alone(wheel, tmp_path):
+    """In this (test) environment, which holds the locked pynq: pip's plan installs lepton-hls and nothing of
+    the image. Nothing is installed."""
+    python = Path(sys.executable)
+    r = subprocess.run(["bash", str(ROOT / "host" / "install.sh"), "--dry-run"],
+                       env=_install_env(python, wheel, tmp_path), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"keeping the image's pynq {_locked('pynq').split('==')[1]}" in r.stdout
+    plan = [line for line in r.stdout.splitlines() if line.startswith("Would install ")]
+    assert len(plan) == 1, r.stdout[-3000:]
+    names = {re.sub(r"-[^-]+$", "", d).lower() for d in plan[0].removeprefix("Would install ").split()}
+    assert "lepton-hls" in names and not names & {"pynq", "numpy"}, plan
+    assert not (tmp_path / "nb").exists() and not (tmp_path / "packages").exists()
 
 
 def test_board_extra_has_no_build_toolchain(board_venv):
-    r = subprocess.run([str(board_venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+    r = subprocess.run([str(board_venv.venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
                        capture_output=True, text=True, timeout=120, check=True)
     installed = {p["name"].lower() for p in json.loads(r.stdout)}
     assert {"pynq", "starlette", "uvicorn", "numpy"} <= installed
@@ -94,8 +209,9 @@ def test_board_extra_has_no_build_toolchain(board_venv):
 
 
 def test_build_command_without_build_extra_says_which_extra(board_venv, tmp_path):
-    r = subprocess.run([str(board_venv / "bin" / "lepton-hls"), "build", "jet_tagger", "--out", str(tmp_path / "p")],
-                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    cli = board_venv.venv / "bin" / "lepton-hls"
+    r = subprocess.run([str(cli), "build", "jet_tagger", "--out", str(tmp_path / "p")], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "lepton-hls[build]" in lines[0], r.stderr
 
@@ -103,7 +219,7 @@ def test_build_command_without_build_extra_says_which_extra(board_venv, tmp_path
 def test_board_venv_serves_a_package_without_the_build_side(board_venv, jet_package, tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    r = subprocess.run([str(board_venv / "bin" / "python"), "-c", DRIVER, str(jet_package), str(port)],
+    r = subprocess.run([str(board_venv.venv / "bin" / "python"), "-c", DRIVER, str(jet_package), str(port)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     report = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else None
     assert report is not None, r.stderr[-3000:]

@@ -18,7 +18,6 @@ from lepton_host.errors import ChecksumError, EmulationError  # noqa: E402
 from lepton_host.manifest import Preprocessing, load_manifest  # noqa: E402
 from lepton_host.packing import words_for  # noqa: E402
 from lepton_host.runtime import Accelerator  # noqa: E402
-from paths import ROOT  # noqa: E402
 
 
 def test_throughput_test_reports_every_stage(tiny, dev):
@@ -111,25 +110,3 @@ def test_predict_command_on_the_emulated_board_and_the_emulator(tiny, dev, tmp_p
                "--engine", "csim"])  # this hand-made package carries the C simulation only
     assert rc == 2
     assert "(N, 16)" in capsys.readouterr().err
-
-
-def test_install_script_installs_an_importable_board_side_without_tensorflow(tiny, tmp_path):
-    import subprocess
-    import sys
-
-    pkg, _ = tiny
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "LEPTON_PYTHON": sys.executable,
-        "LEPTON_SITE_PACKAGES": str(tmp_path / "site"),
-        "LEPTON_NOTEBOOK_DIR": str(tmp_path / "nb"),
-        "LEPTON_PACKAGE_DIR": str(tmp_path / "packages"),
-    }
-    r = subprocess.run(["bash", str(ROOT / "host" / "install.sh"), str(pkg)], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert "artifacts verified" in r.stdout and "lepton_host installed" in r.stdout
-    assert (tmp_path / "site" / "lepton_host" / "runtime.py").is_file()
-    assert (tmp_path / "nb" / "lepton_quickstart.ipynb").is_file()
-    assert (tmp_path / "packages" / pkg.name / "manifest.json").is_file()
