@@ -22,6 +22,7 @@ import pytest
 from paths import ROOT
 
 HEAVY = ("tensorflow", "keras", "qkeras", "hls4ml", "da4ml", "numba")
+BUILD_TOOLCHAIN = {"tensorflow", "tensorflow-cpu", "keras", "qkeras", "hls4ml", "da4ml"}
 
 DRIVER = textwrap.dedent(
     """
@@ -153,6 +154,7 @@ def board_venv(tmp_path_factory, wheel, jet_package) -> BoardVenv:
     return BoardVenv(venv, root, before, r.stdout)
 
 
+@pytest.mark.slow
 def test_install_script_keeps_the_image_pynq(board_venv):
     pynq = _locked("pynq").split("==")[1]
     assert board_venv.pynq_before["version"] == pynq
@@ -162,6 +164,7 @@ def test_install_script_keeps_the_image_pynq(board_venv):
     assert after["files"] == board_venv.pynq_before["files"]  # not one file rewritten
 
 
+@pytest.mark.slow
 def test_install_script_installs_the_cli_the_notebook_and_the_packages(board_venv, jet_package, tmp_path):
     out = board_venv.output
     assert "artifacts verified" in out and "lepton_host installed in" in out
@@ -200,14 +203,16 @@ def test_install_script_dry_run_would_leave_pynq_and_numpy_alone(wheel, tmp_path
     assert not (tmp_path / "nb").exists() and not (tmp_path / "packages").exists()
 
 
+@pytest.mark.slow
 def test_board_extra_has_no_build_toolchain(board_venv):
     r = subprocess.run([str(board_venv.venv / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
                        capture_output=True, text=True, timeout=120, check=True)
     installed = {p["name"].lower() for p in json.loads(r.stdout)}
     assert {"pynq", "starlette", "uvicorn", "numpy"} <= installed
-    assert not installed & {"tensorflow", "tensorflow-cpu", "hls4ml", "da4ml", "qkeras", "keras"}
+    assert not installed & BUILD_TOOLCHAIN
 
 
+@pytest.mark.slow
 def test_build_command_without_build_extra_says_which_extra(board_venv, tmp_path):
     cli = board_venv.venv / "bin" / "lepton-hls"
     r = subprocess.run([str(cli), "build", "jet_tagger", "--out", str(tmp_path / "p")], capture_output=True, text=True,
@@ -216,6 +221,7 @@ def test_build_command_without_build_extra_says_which_extra(board_venv, tmp_path
     assert r.returncode == 2 and len(lines) == 1 and "lepton-hls[build]" in lines[0], r.stderr
 
 
+@pytest.mark.slow
 def test_board_venv_serves_a_package_without_the_build_side(board_venv, jet_package, tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -248,3 +254,67 @@ def test_build_extra_outside_the_checkout_builds_overlays_and_rtl(tmp_path):
             assert (work / "pkg" / "overlay" / "lepton_overlay.tcl").is_file(), r.stderr[-2000:]
             continue
         assert r.returncode == 0, f"{args[0]}: {r.stderr[-2000:]}"
+
+
+# ---- the [board] extra, read from pyproject.toml (default suite; the fresh environment above is slow) ---------
+def _dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _board_closure() -> set[str]:
+    """The distributions that `pip install lepton-hls[board]` brings: the core and [board] requirements and,
+    through the ones installed here, theirs (without their own extras)."""
+    import importlib.metadata as md
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["board"]]
+    seen: set[str] = set()
+    while todo:
+        req = todo.pop()
+        name = _dist(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = md.requires(req.name) or []
+        except md.PackageNotFoundError:
+            continue
+        todo += [r for r in map(Requirement, requires) if not (r.marker and "extra" in str(r.marker))]
+    return seen
+
+
+def _board_side_imports() -> set[str]:
+    """Top-level modules outside the standard library that host/lepton_host imports, except under a
+    `try: ... except ImportError` (optional)."""
+    import ast
+
+    found: set[str] = set()
+    for path in (ROOT / "host" / "lepton_host").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        optional = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
+                    and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in t.handlers)
+                    for stmt in t.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "lepton_host"}
+
+
+def test_board_extra_provides_every_board_side_import_and_no_build_toolchain():
+    import importlib.metadata as md
+
+    closure = _board_closure()
+    assert not closure & BUILD_TOOLCHAIN, sorted(closure & BUILD_TOOLCHAIN)
+    providers = md.packages_distributions()
+    imports = _board_side_imports()
+    assert {"numpy", "pynq", "starlette", "httpx"} <= imports  # the scan sees the board side's imports
+    missing = {m: providers.get(m) for m in imports if not {_dist(d) for d in providers.get(m, [])} & closure}
+    assert not missing, f"imported by host/lepton_host, not brought by lepton-hls[board]: {missing}"
+

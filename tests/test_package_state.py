@@ -160,7 +160,8 @@ def test_predict_refuses_a_failed_package_unless_allowed(failed_package, tmp_pat
     assert str(failed_package) in lines[0] and "identical rows 0.0000 (needs >= 1.0)" in lines[0]
     assert "--allow-unverified" in lines[0]
 
-    r = run_cli("predict", failed_package, "-i", x, "--target", "emulator", "--allow-unverified", "-o", tmp_path / "y.npy")
+    r = run_cli("predict", failed_package, "-i", x, "--target", "emulator", "--allow-unverified", "-o",
+                tmp_path / "y.npy")
     assert r.returncode == 0, r.stderr[-2000:]
     warnings = [l for l in r.stderr.splitlines() if "warning" in l]
     assert len(warnings) == 1 and "failed its fidelity check" in warnings[0] and str(failed_package) in warnings[0]

@@ -1,5 +1,6 @@
 """RTL path: the da4ml tracer, the Verilator emulator against the C simulation, and the AXI4-Stream wrapper
-co-simulated with cocotb. The default tests use a 16-8-4 QKeras network; zoo models are in the slow suite."""
+co-simulated with cocotb. The default tests use a 16-8-4 QKeras network (the wrapper elaborated around it; its
+co-simulation, like the zoo models, is in the slow suite)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sys
 
 import numpy as np
+import pytest
 
 from cli_runner import run_cli
 from paths import ROOT
@@ -44,6 +46,28 @@ def test_rtl_report_recorded_in_manifest(tiny_rtl):
     assert json.loads((pkg / "reports" / "rtl.json").read_text())["bit_exact"] is True
 
 
+def test_stream_wrapper_elaborates_around_the_core(tiny_rtl, tmp_path):
+    """The default suite's check of the AXI4-Stream RTL wrapper (co-simulated in the slow suite): Verilator
+    elaborates ip/rtl/lepton_axis.v around the package's core with the parameters the co-simulation uses."""
+    import subprocess
+
+    sys.path.insert(0, str(ROOT / "sim" / "cocotb"))
+    from runner import axis_parameters, rtl_sources
+
+    from lepton_hls.rtl.toolchain import verilator_env
+    from lepton_host.rtl_emulator import RtlEmulator
+
+    pkg, _ = tiny_rtl
+    params = axis_parameters(RtlEmulator(pkg).info)
+    argv = ["verilator", "--lint-only", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "lepton_axis",
+            f"-I{pkg / 'rtl' / 'verilog' / 'src'}", *(f"-G{k}={v}" for k, v in params.items()),
+            *map(str, rtl_sources(pkg / "rtl"))]
+    r = subprocess.run(argv, env=verilator_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "%Error" not in r.stderr
+
+
+@pytest.mark.slow
 def test_cocotb_stream_wrapper_with_backpressure(tiny_rtl, tmp_path_factory):
     sys.path.insert(0, str(ROOT / "sim" / "cocotb"))
     from runner import run_cosim
