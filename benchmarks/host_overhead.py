@@ -89,6 +89,7 @@ def main(argv=None) -> int:
 
     import pynq
 
+    from lepton_host import axi_dma_registers as R
     from lepton_host import board
     from lepton_host.emulator import CsimEmulator
     from lepton_host.manifest import load_manifest
@@ -132,11 +133,11 @@ def main(argv=None) -> int:
         ib, ob = bufs[n]
         np.copyto(ib, x)
         ib.flush()
-        regs[18] = ob.physical_address
-        regs[22] = ob.nbytes
-        regs[6] = ib.physical_address
-        regs[10] = ib.nbytes
-        while not regs[13] & 2:
+        regs[R.S2MM_DA] = ob.physical_address
+        regs[R.S2MM_LENGTH] = ob.nbytes
+        regs[R.MM2S_SA] = ib.physical_address
+        regs[R.MM2S_LENGTH] = ib.nbytes
+        while not regs[R.S2MM_DMASR] & R.SR_IDLE:
             pass
         ob.invalidate()
         return np.array(ob)

@@ -26,6 +26,7 @@ from lepton_host.manifest import (
 
 from . import __version__
 from .build_config import BuildConfig
+from .compat.hls4ml import link_written_project
 from .convert import ConversionReport, convert, fmt_of
 from .firmware import patch_firmware
 from .inexact import approximate_layers
@@ -181,7 +182,7 @@ def _build_into(spec: ModelSpec, keras_model, out: Path, cfg: BuildConfig, verif
     with progress.step("write HLS project and compile C simulation"):
         hls_model.write()
         patches = patch_firmware(out / HLS_DIR)
-        hls_model._compile()
+        link_written_project(hls_model)
 
     with progress.step("export emulators"):
         from .engine_export import export_emulation

@@ -41,11 +41,9 @@ class ModelFiles:
 
 
 def custom_objects() -> dict:
-    from qkeras.utils import _add_supported_quantized_objects
+    from .compat.qkeras import supported_quantized_objects
 
-    objs: dict = {}
-    _add_supported_quantized_objects(objs)
-    return objs
+    return supported_quantized_objects()
 
 
 def resolve_files(model: str | Path, weights: str | Path | None = None) -> ModelFiles:

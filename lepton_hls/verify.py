@@ -259,6 +259,7 @@ def _logits_twin(files: ModelFiles):
 def _traced_model(model32, record: dict, root: Path, progress: Progress):
     """The package's hls4ml model rebuilt with every layer traced (same conversion, same firmware patches)."""
     from .calibration import calibration_inputs
+    from .compat.hls4ml import keep_linked_library, link_written_project
     from .convert import convert
     from .firmware import patch_firmware
 
@@ -274,10 +275,10 @@ def _traced_model(model32, record: dict, root: Path, progress: Progress):
     hls_model.config.trace_output = True
     hls_model.write()
     patch_firmware(tmp / "hls")
-    hls_model._compile()
+    link_written_project(hls_model)
     # hls4ml's trace() rewrites and recompiles the project on every call, which would also drop the firmware
     # patches; the library built above already traces.
-    hls_model.compile = lambda: None
+    keep_linked_library(hls_model)
     return hls_model
 
 

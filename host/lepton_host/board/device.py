@@ -27,7 +27,8 @@ from pynq.pl_server.device import Device
 from pynq.pl_server.hwh_parser import get_hwh_name
 
 from ..compat.pynq import forget_probed_devices, zynq_hwh_parser
-from .dma import SR_SLV_ERR, AxiDmaModel
+from ..axi_dma_registers import SR_SLV_ERR
+from .dma import AxiDmaModel
 from .faults import Fault, FaultKind
 from .stream_ip import StreamIP
 

@@ -37,11 +37,7 @@ from ..axi_dma_registers import (
     SR_INT_ERR,
     SR_IOC_IRQ,
     SR_IRQS,
-    SR_SLV_ERR,
 )
-
-# The emulated device (device.py) flags the slave errors of the accelerator it runs through the model.
-__all__ = ["AxiDmaModel", "RegisterFile", "SR_SLV_ERR"]
 
 
 class RegisterFile(np.ndarray):

@@ -33,18 +33,18 @@ def _params(d: dict) -> str:
 
 def _accelerator(manifest: Manifest, flavour: str, base: int) -> tuple[str, str]:
     """(memory-map entry, modules) of one DMA + stream accelerator pair."""
-    overlay = manifest.reports.get("overlay", {}) if isinstance(manifest.reports, dict) else {}
+    overlay = manifest.overlay  # None until `lepton-hls overlay` planned one: the defaults below
     if flavour == "hls4ml":
         hier, dma_name = "/hier_0", "axi_dma_0"
         ip_name = f"{manifest.hls.project_name}_axi_0"
         ip_vlnv = f"xilinx.com:hls:{manifest.hls.project_name}_axi:1.0"
     else:
-        hier, dma_name = "", str(overlay.get("dma", "axi_dma_0"))
-        ip_name, ip_vlnv = str(overlay.get("ip", "lepton_accel_0")), "lepton-hls:hls:lepton_stream:1.0"
+        hier, dma_name = "", overlay.dma if overlay else "axi_dma_0"
+        ip_name, ip_vlnv = (overlay.ip if overlay else "lepton_accel_0"), "lepton-hls:hls:lepton_stream:1.0"
     dma_full = f"{hier}/{dma_name}"
     dma_inst = dma_full.strip("/").replace("/", "_")  # instance names are unique across hierarchies
     dma_params = {
-        "c_include_sg": 0, "c_sg_length_width": int(overlay.get("dma_length_width") or 26),
+        "c_include_sg": 0, "c_sg_length_width": overlay.dma_length_width if overlay else 26,
         "c_include_mm2s": 1, "c_include_s2mm": 1,
         "c_m_axi_mm2s_data_width": 32, "c_m_axi_s2mm_data_width": 32, "c_m_axis_mm2s_tdata_width": 32,
         "c_s_axis_s2mm_tdata_width": 32, "c_include_mm2s_dre": 0, "c_include_s2mm_dre": 0, "c_micro_dma": 0,
@@ -61,7 +61,7 @@ def _accelerator(manifest: Manifest, flavour: str, base: int) -> tuple[str, str]
         "C_OUT_SHAPE": "x".join(str(d) for d in manifest.output.shape),
         "C_MODEL": manifest.model.name,
         "C_MODEL_SHA256": manifest.model.sha256,
-        "C_MAX_BATCH": int(overlay.get("max_batch", 0) or 0),
+        "C_MAX_BATCH": overlay.max_batch if overlay else 0,
     }
     ip_inst = f"{hier}/{ip_name}".strip("/").replace("/", "_")
     memrange = (
