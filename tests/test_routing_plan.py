@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from test_serving_support import free_port
+from serving_support import free_port
 
 from lepton_host.serving import routing as R
 from lepton_host.serving.errors import ServingError, Unavailable

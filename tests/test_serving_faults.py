@@ -145,12 +145,10 @@ def test_cloud_5xx_degrades_to_edge_and_breaker_opens_and_recovers(package, clou
     sick = SwitchableCloud(cloud.url, mode="5xx")
     backend = NumpyBoardBackend(package)
     breaker = BreakerConfig(failure_threshold=3, reset_timeout_s=1.5, half_open_probes=1)
-    clock = ManualClock()
+    clock = ManualClock()  # the reset period passes when the test says, not with the machine's load
     try:
-        with running_gateway(package, backend, sick.url, breaker=breaker, cloud_kw={"retries": 0}) as (gw, service):
-            # The breaker takes a clock, but the gateway's cloud client builds it with the real one: swap it in
-            # before any request, so the reset period passes when the test says and not with the machine's load.
-            service.cloud.breaker._clock = clock
+        with running_gateway(package, backend, sick.url, breaker=breaker,
+                             cloud_kw={"retries": 0, "clock": clock}) as (gw, service):
             answers = [one(gw.url, _out_of_range()) for _ in range(6)]
             for status, r in answers:  # the edge keeps answering (saturated input), and says so
                 assert status == 200 and r["parameters"]["served_by"] == "edge" and r["parameters"]["degraded"]

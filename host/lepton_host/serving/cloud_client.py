@@ -18,6 +18,7 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import httpx
 import numpy as np
@@ -46,6 +47,7 @@ class CloudConfig:
     binary_reprobe_s: float = 60.0  # after the server refused binary tensors, JSON for this long, then ask again
     token: str | None = None
     breaker: BreakerConfig | None = None
+    clock: Callable[[], float] = time.monotonic  # the breaker's: a simulation or a test may drive its own
 
 
 def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -92,7 +94,8 @@ class CloudClient:
         self.metrics = metrics
         base, auth = split_userinfo(config.url)
         self.base = base.rstrip("/")
-        self.breaker = CircuitBreaker(config.breaker or BreakerConfig(), on_change=self._breaker_changed)
+        self.breaker = CircuitBreaker(config.breaker or BreakerConfig(), on_change=self._breaker_changed,
+                                      clock=config.clock)
         self.budget = RetryBudget(config.retry_budget_ratio, config.retry_reserve)
         self._binary_listed = config.binary  # the server's metadata lists the binary extension
         self._negotiated_at: float | None = None
