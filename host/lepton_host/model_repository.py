@@ -71,11 +71,16 @@ class ModelEntry:
         return self.path / str(version)
 
 
+def check_model_name(name: str) -> str:
+    if not _MODEL_NAME.match(name):
+        raise RepositoryError(f"model name {name!r}: model names are letters, digits, '_', '-' and '.' (at most 128), "
+                              "starting with a letter or digit")
+    return name
+
+
 def read_model(path: str | os.PathLike) -> ModelEntry:
     root = Path(path)
-    if not _MODEL_NAME.match(root.name):
-        raise RepositoryError(f"{root}: model names are letters, digits, '_', '-' and '.' (at most 128), "
-                              "starting with a letter or digit")
+    check_model_name(root.name)
     policy = VersionPolicy()
     cfg = root / CONFIG_NAME
     if cfg.is_file():
@@ -171,9 +176,14 @@ def same_contract(new: Manifest, old: Manifest) -> str | None:
 
 def admit(entry: ModelEntry, version: int, trust: Trust) -> AdmittedVersion:
     """Check `version` of `entry` against `trust` and its own manifest; RepositoryError says why not."""
-    path = entry.version_dir(version)
     if version not in entry.versions:
         raise RepositoryError(f"{entry.name} has no version {version} (has {', '.join(map(str, entry.versions)) or 'none'})")
+    manifest, signature = check_package(entry.version_dir(version), trust, f"{entry.name} version {version}")
+    return AdmittedVersion(entry.name, version, entry.version_dir(version), manifest, signature)
+
+
+def check_package(path: Path, trust: Trust, what: str) -> tuple[Manifest, Signature | None]:
+    """`path`'s signature against `trust` and its files against its manifest; RepositoryError names `what`."""
     signature = None
     try:
         signed = (path / SIGNATURE_NAME).is_file()
@@ -182,8 +192,8 @@ def admit(entry: ModelEntry, version: int, trust: Trust) -> AdmittedVersion:
             signature = verify_package(path, trust.keys)
         manifest = load_manifest(path, verify=True)
     except LeptonError as e:
-        raise RepositoryError(f"{entry.name} version {version} refused: {e}") from None
-    return AdmittedVersion(entry.name, version, path, manifest, signature)
+        raise RepositoryError(f"{what} refused: {e}") from None
+    return manifest, signature
 
 
 def add_version(model_dir: str | os.PathLike, package_path: str | os.PathLike) -> int:

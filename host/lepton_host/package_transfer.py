@@ -27,7 +27,11 @@ DEFAULT_MAX_BYTES = 512 << 20  # a package with bitstream and emulation library 
 
 
 class TransferError(LeptonError):
-    """An upload was too large, cut short, or not a package."""
+    """An upload was cut short or is not a package."""
+
+
+class UploadTooLarge(TransferError):
+    """An upload passed the node's size limit."""
 
 
 def pack_package(package_dir: str | os.PathLike, out) -> list[str]:
@@ -81,14 +85,14 @@ async def receive(chunks: AsyncIterator[bytes], staging: Staging, max_bytes: int
     """Write the upload to disk chunk by chunk; -> bytes received. Refuses as soon as the stream passes
     `max_bytes`, and a stream shorter than its declared length (a dropped connection)."""
     if expected_bytes is not None and expected_bytes > max_bytes:
-        raise TransferError(f"the upload declares {expected_bytes} bytes; this node accepts at most {max_bytes} "
+        raise UploadTooLarge(f"the upload declares {expected_bytes} bytes; this node accepts at most {max_bytes} "
                             "(start it with a larger --max-upload-mb)")
     n = 0
     with open(staging.tar_path, "wb") as f:
         async for chunk in chunks:
             n += len(chunk)
             if n > max_bytes:
-                raise TransferError(f"upload passed {max_bytes} bytes, this node's limit (--max-upload-mb); refused")
+                raise UploadTooLarge(f"upload passed {max_bytes} bytes, this node's limit (--max-upload-mb); refused")
             f.write(chunk)
         f.flush()
         os.fsync(f.fileno())

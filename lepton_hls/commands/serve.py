@@ -14,7 +14,26 @@ def register(subparsers) -> None:
         description="Edge gateway: answers on the accelerator (or its emulation) and falls back to a cloud OIP "
         f"server. A bearer token is required when {TOKEN_ENV} is set (or --token is given).",
     )
-    p.add_argument("package", metavar="DIR", help="overlay package directory")
+    p.add_argument("package", metavar="DIR", nargs="?", default=None,
+                   help="overlay package directory (or serve a model repository with --repository)")
+    m = p.add_argument_group("model repository (REPO/<model>/<version>/, hot reload, over-the-air updates)")
+    m.add_argument("--repository", metavar="REPO", default=None,
+                   help="serve every model of REPO, each at the version its config.json's version_policy chooses")
+    m.add_argument("--trusted-keys", metavar="DIR", default=None,
+                   help="folder of signers' .pub files; packages signed by none of them are refused")
+    m.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: admit unsigned packages (still checked against their manifests)")
+    m.add_argument("--watch-s", type=float, default=2.0,
+                   help="rescan REPO this often for new versions or policy changes (0: never)")
+    m.add_argument("--max-upload-mb", type=float, default=512, help="largest package `lepton-hls push` may send")
+    m.add_argument("--canary-soak-s", type=float, default=60.0,
+                   help="a canary that passes its thresholds this long (and --canary-min-requests) is promoted")
+    m.add_argument("--canary-min-requests", type=int, default=50)
+    m.add_argument("--canary-max-error-rate", type=float, default=0.01,
+                   help="a canary whose failed requests pass this share is rolled back")
+    m.add_argument("--canary-max-mismatches", type=int, default=0,
+                   help="a canary with more audited answers than this differing from its bit-exact emulation is "
+                   "rolled back (every canary answer is audited)")
     p.add_argument("--cloud", metavar="URL", help="cloud OIP server, e.g. http://10.0.0.5:8001 (none: edge only)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
@@ -70,15 +89,9 @@ def register(subparsers) -> None:
 def build_gateway(args):
     """-> (app, service, backend) from parsed arguments; separate from `run` so the demo can reuse it."""
     from lepton_host.manifest import load_manifest
-    from lepton_host.serving.app import ServerOptions
-    from lepton_host.serving.batcher import BatcherConfig
-    from lepton_host.serving.breaker import BreakerConfig
-    from lepton_host.serving.cloud_client import CloudConfig
-    from lepton_host.serving.audit import AuditConfig
     from lepton_host.serving.edge import open_edge_backend
-    from lepton_host.serving.edge_monitor import MonitorConfig
     from lepton_host.serving.fault_schedule import parse_schedule
-    from lepton_host.serving.gateway import GatewayConfig, create_gateway
+    from lepton_host.serving.gateway import create_gateway
     from lepton_host.serving.routing import RoutingPolicy
 
     from ._target import resolve_target
@@ -93,12 +106,37 @@ def build_gateway(args):
     from .predict import check_package_verified
 
     check_package_verified(args.package, getattr(args, "allow_unverified", False), "serve")
-    policy = RoutingPolicy.for_package(
-        manifest, args.package, mode=args.mode,
-        latency_budget_s=None if args.latency_budget_ms is None else args.latency_budget_ms / 1e3,
-        confidence_threshold=args.confidence_threshold, error_threshold=args.error_threshold,
-        check_range=False if args.no_range_check else None,
-    )
+    policy = RoutingPolicy.for_package(manifest, args.package, **routing_overrides(args))
+    config = gateway_config(args, policy, str(args.package))
+    backend = open_edge_backend(args.package, args.target, args.engine)
+    if faults:
+        from lepton_host.serving.fault_schedule import FaultSchedule
+
+        config.fault_schedule = FaultSchedule(backend.accelerator.device, faults)
+    app, service = create_gateway(manifest, backend, config)
+    return app, service, backend
+
+
+def routing_overrides(args) -> dict:
+    """The routing flags given on the command line, over each package's serving.json."""
+    return dict(mode=args.mode,
+                latency_budget_s=None if args.latency_budget_ms is None else args.latency_budget_ms / 1e3,
+                confidence_threshold=args.confidence_threshold, error_threshold=args.error_threshold,
+                check_range=False if args.no_range_check else None)
+
+
+def gateway_config(args, policy=None, package_dir: str | None = None):
+    """The gateway's settings from the command line; a repository node gives each version its own policy and
+    package_dir."""
+    from lepton_host.serving.app import ServerOptions
+    from lepton_host.serving.audit import AuditConfig
+    from lepton_host.serving.batcher import BatcherConfig
+    from lepton_host.serving.breaker import BreakerConfig
+    from lepton_host.serving.cloud_client import CloudConfig
+    from lepton_host.serving.edge_monitor import MonitorConfig
+    from lepton_host.serving.gateway import GatewayConfig
+    from lepton_host.serving.routing import RoutingPolicy
+
     cloud = None
     if args.cloud:
         cloud = CloudConfig(
@@ -110,12 +148,12 @@ def build_gateway(args):
     from lepton_hls import __version__
 
     interval_s = getattr(args, "health_interval_ms", 500) / 1e3
-    config = GatewayConfig(
+    return GatewayConfig(
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
                               max_queue_size=args.max_queue, compute_timeout_s=args.edge_timeout_ms / 1e3,
                               inline_max_s=args.inline_max_ms / 1e3),
-        policy=policy, cloud=cloud, request_timeout_s=args.timeout_ms / 1e3,
-        health_interval_s=interval_s, package_dir=str(args.package),
+        policy=policy or RoutingPolicy(), cloud=cloud, request_timeout_s=args.timeout_ms / 1e3,
+        health_interval_s=interval_s, package_dir=package_dir,
         monitor=MonitorConfig(probe_failures=getattr(args, "probe_failures", 3), probe_timeout_s=max(interval_s, 0.2)),
         audit=AuditConfig(fraction=getattr(args, "audit_fraction", 0.01),
                           window_s=getattr(args, "audit_window_s", 10.0))
@@ -123,21 +161,68 @@ def build_gateway(args):
         server=ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
                              token=args.token or os.environ.get(TOKEN_ENV) or None),
     )
-    backend = open_edge_backend(args.package, args.target, args.engine)
-    if faults:
-        from lepton_host.serving.fault_schedule import FaultSchedule
 
-        config.fault_schedule = FaultSchedule(backend.accelerator.device, faults)
-    app, service = create_gateway(manifest, backend, config)
-    return app, service, backend
+
+def build_node(args):
+    """-> (app, node) for `serve --repository REPO`."""
+    from lepton_host.backends import real_board_available
+    from lepton_host.model_repository import Trust
+    from lepton_host.serving.metrics import ServingMetrics
+    from lepton_host.serving.node import EdgeNode, NodeOptions, version_opener
+    from lepton_host.serving.node_app import create_node_app
+
+    from ._target import resolve_target
+
+    target, engine = resolve_target(args, "serve")
+    if target == "auto":
+        target = "board" if real_board_available() else "emulator"
+    trust = Trust.from_options(args.trusted_keys, args.allow_unsigned)
+    base = gateway_config(args)
+    metrics = ServingMetrics("lepton_gateway")
+    options = NodeOptions(target=target, watch_s=args.watch_s or None, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                          canary_soak_s=args.canary_soak_s, canary_min_requests=args.canary_min_requests,
+                          canary_max_error_rate=args.canary_max_error_rate,
+                          canary_max_audit_mismatches=args.canary_max_mismatches)
+    node = EdgeNode(args.repository, trust, version_opener(base, engine, metrics, routing_overrides(args)), options,
+                    metrics)
+    return create_node_app(node, base.server), node
 
 
 def run(args) -> int:
-    from lepton_host.serving.cloud_client import redact_url
     from lepton_host.serving.options import check_serve_args
-    from lepton_host.serving.runner import bind, serve_forever
 
     check_serve_args(args)
+    if (args.package is None) == (args.repository is None):
+        from lepton_host.serving.errors import InvalidOption
+
+        raise InvalidOption("give a package DIR or --repository REPO (one of them)")
+    return _run_repository(args) if args.repository else _run_package(args)
+
+
+def _run_repository(args) -> int:
+    from lepton_host.serving.runner import bind, serve_forever
+
+    if args.fault:
+        from lepton_host.serving.errors import InvalidOption
+
+        raise InvalidOption("--fault serves one package; it does not apply to --repository")
+    sock = bind(args.host, args.port)
+    try:
+        app, node = build_node(args)
+    except BaseException:
+        sock.close()
+        raise
+    where = f"http://{args.host}:{sock.getsockname()[1]}"
+    print(f"lepton-hls serve: repository {args.repository} on {where}/v2/repository/index "
+          f"({node.options.target}; {node.trust.describe()})", flush=True)
+    serve_forever(app, sock)
+    return 0
+
+
+def _run_package(args) -> int:
+    from lepton_host.serving.cloud_client import redact_url
+    from lepton_host.serving.runner import bind, serve_forever
+
     sock = bind(args.host, args.port)  # before the announcement: a port in use is one error line
     try:
         app, service, backend = build_gateway(args)

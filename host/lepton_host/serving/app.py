@@ -20,17 +20,23 @@ from .error_responses import EXCEPTION_HANDLERS
 from .middleware import BearerToken, RequestMetrics
 from .model_service import ModelService, ServerOptions, TensorInfo
 from .routes_infer import InferRoute
-from .routes_info import InfoRoutes
+from .routes_info import InfoRoutes, SingleModel
 
-__all__ = ["ModelService", "ServerOptions", "TensorInfo", "create_app"]
+__all__ = ["ModelService", "ServerOptions", "TensorInfo", "create_app", "create_models_app"]
 
 INFER_ROUTE = "infer"  # the route whose latency is measured
 
 
 def create_app(service: ModelService, options: ServerOptions | None = None) -> Starlette:
+    return create_models_app(SingleModel(service), options)
+
+
+def create_models_app(models, options: ServerOptions | None = None, extra_routes=lambda route: ()) -> Starlette:
+    """The OIP app over `models` (SingleModel, or an edge node's repository: routes_info.SingleModel's interface);
+    `extra_routes(route)` adds routes built with the same token and metrics rules."""
     opts = options or ServerOptions()
-    info = InfoRoutes(service, opts)
-    infer = InferRoute(service, opts).infer
+    info = InfoRoutes(models, opts)
+    infer = InferRoute(models, opts).infer
     token = [Middleware(BearerToken, token=opts.token)] if opts.token else None
 
     def route(path: str, endpoint, name: str, public: bool = False, methods: list[str] | None = None) -> Route:
@@ -52,11 +58,12 @@ def create_app(service: ModelService, options: ServerOptions | None = None) -> S
         route(m + "/infer", infer, INFER_ROUTE, methods=["POST"]),
         route(mv + "/infer", infer, INFER_ROUTE, methods=["POST"]),
         route("/metrics", info.metrics, "metrics"),
+        *extra_routes(route),
     ]
-    metrics = Middleware(RequestMetrics, metrics=service.metrics, routes=routes, timed_route=INFER_ROUTE,
-                         model=service.name)
+    metrics = Middleware(RequestMetrics, metrics=models.metrics, routes=routes, timed_route=INFER_ROUTE,
+                         model=models.name)
     return Starlette(routes=routes, middleware=[metrics], exception_handlers=EXCEPTION_HANDLERS,
-                     lifespan=_lifespan(service))
+                     lifespan=_lifespan(models))
 
 
 def _lifespan(service: ModelService):

@@ -67,6 +67,18 @@ class EdgeUnavailable(ServingError):
     status = 503
 
 
+class Forbidden(ServingError):
+    """The server is not set up to allow this (e.g. repository changes on a node started without a token)."""
+
+    status = 403
+
+
+class Conflict(ServingError):
+    """The request cannot be carried out in the model's present state (a version refused, a canary running)."""
+
+    status = 409
+
+
 class RequestTimeout(ServingError):
     """The request body did not arrive in time."""
 

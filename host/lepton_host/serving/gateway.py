@@ -59,7 +59,8 @@ class EdgeService:
     platform = "lepton-hls_edge"
     version = "1"
 
-    def __init__(self, manifest: Manifest, backend: Backend, config: GatewayConfig):
+    def __init__(self, manifest: Manifest, backend: Backend, config: GatewayConfig,
+                 metrics: ServingMetrics | None = None):
         self.manifest = manifest
         self.backend = backend
         self.config = config
@@ -69,7 +70,8 @@ class EdgeService:
         self.max_batch_size = config.batcher.max_batch_size
         self.max_queue_delay_s = config.batcher.max_queue_delay_s
         self.request_timeout_s = config.request_timeout_s
-        self.metrics = ServingMetrics("lepton_gateway")
+        # A repository node's versions share one registry; a single-package gateway has its own.
+        self.metrics = metrics or ServingMetrics("lepton_gateway")
         self.router = R.Router(config.policy, manifest)
         self.batcher = DynamicBatcher(backend.predict, config.batcher, name="edge", on_batch=self._on_batch)
         self.cloud: CloudClient | None = None

@@ -15,7 +15,6 @@ from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMedi
 from .middleware import BODY_READ
 from .model_service import ModelService, ServerOptions
 from .oip import FLOAT_TYPES, HEADER_LENGTH, InferRequest, Tensor, encode_infer_response, parse_infer_request
-from .routes_info import check_model
 
 FP32_MAX = float(np.finfo(np.float32).max)
 # Content-Encoding -> zlib wbits (tritonclient's request_compression_algorithm sends gzip or zlib "deflate").
@@ -23,19 +22,20 @@ ENCODINGS = {"identity": None, "gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
 class InferRoute:
-    def __init__(self, service: ModelService, options: ServerOptions):
-        self.service = service
+    def __init__(self, models, options: ServerOptions):
+        self.models = models  # routes_info.SingleModel, or an edge node's repository
         self.options = options
 
     async def infer(self, request: Request) -> Response:
-        s = self.service
-        check_model(s, request)
+        s = await self.models.resolve(request, for_infer=True)
         body = await read_body(request, self.options)
         req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
         x = validate(s, self.options, req)
         y, params = await s.infer(x, req, request_timeout_s(s, req))  # the service keeps the deadline on every path
+        # Under a model repository the version that answered says so: a switch may happen while a request runs.
+        version = params.pop("model_version", None) or s.version
         out = Tensor(s.output.name, s.output.datatype, y)
-        body, headers = encode_infer_response(s.name, [out], [req.wants_binary(s.output.name)], req.id, s.version,
+        body, headers = encode_infer_response(s.name, [out], [req.wants_binary(s.output.name)], req.id, version,
                                               params)
         return Response(body, headers=headers)
 

@@ -24,48 +24,73 @@ def check_model(service: ModelService, request: Request) -> None:
         raise NotFound(f"model {service.name!r} has no version {version!r} (only {service.version!r})")
 
 
-class InfoRoutes:
-    def __init__(self, service: ModelService, options: ServerOptions):
-        self.service = service
-        self.options = options
+def readiness_of(service) -> dict:
+    # A service may say which of its paths can answer (the gateway: edge and cloud); the protocol's `ready`
+    # stays the one verdict.
+    fn = getattr(service, "readiness", None)
+    return fn() if callable(fn) else {}
 
-    def _readiness(self) -> dict:
-        # A service may say which of its paths can answer (the gateway: edge and cloud); the protocol's
-        # `ready` stays the one verdict.
-        fn = getattr(self.service, "readiness", None)
-        return fn() if callable(fn) else {}
+
+class SingleModel:
+    """The models a plain server serves: one, at one version."""
+
+    extensions: tuple[str, ...] = ()
+
+    def __init__(self, service: ModelService):
+        self.service = service
+        self.metrics = service.metrics
+        self.name = service.name
+
+    async def resolve(self, request: Request, for_infer: bool = False) -> ModelService:
+        check_model(self.service, request)
+        return self.service
+
+    def ready(self) -> bool:
+        return self.service.ready()
+
+    def readiness(self) -> dict:
+        return readiness_of(self.service)
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+
+class InfoRoutes:
+    def __init__(self, models, options: ServerOptions):
+        self.models = models  # SingleModel, or an edge node's repository (node_app.NodeModels)
+        self.options = options
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        ok = self.service.ready()
-        return JSONResponse({"ready": ok, **self._readiness()}, status_code=200 if ok else 503)
+        ok = self.models.ready()
+        return JSONResponse({"ready": ok, **self.models.readiness()}, status_code=200 if ok else 503)
 
     async def server_metadata(self, request: Request) -> Response:
         return JSONResponse({"name": self.options.server_name, "version": self.options.server_version,
-                             "extensions": EXTENSIONS})
+                             "extensions": [*EXTENSIONS, *self.models.extensions]})
 
     async def model_metadata(self, request: Request) -> Response:
-        s = self.service
-        check_model(s, request)
+        s = await self.models.resolve(request)
         return JSONResponse({
             "name": s.name,
-            "versions": [s.version],
+            "versions": list(getattr(s, "versions", None) or [s.version]),
             "platform": s.platform,
             "inputs": [{"name": s.input.name, "datatype": s.input.datatype, "shape": [-1, *s.input.shape]}],
             "outputs": [{"name": s.output.name, "datatype": s.output.datatype, "shape": [-1, *s.output.shape]}],
         })
 
     async def model_ready(self, request: Request) -> Response:
-        check_model(self.service, request)
-        ok = self.service.ready()
-        return JSONResponse({"name": self.service.name, "ready": ok, **self._readiness()},
-                            status_code=200 if ok else 503)
+        s = await self.models.resolve(request)
+        ok = s.ready()
+        return JSONResponse({"name": s.name, "ready": ok, **readiness_of(s)}, status_code=200 if ok else 503)
 
     async def model_config(self, request: Request) -> Response:
-        s = self.service
-        check_model(s, request)
+        s = await self.models.resolve(request)
         return JSONResponse({
             "name": s.name,
             "platform": s.platform,
@@ -75,9 +100,9 @@ class InfoRoutes:
             "output": [{"name": s.output.name, "data_type": TRITON_TYPES[s.output.datatype],
                         "dims": list(s.output.shape)}],
             "dynamic_batching": {"max_queue_delay_microseconds": int(s.max_queue_delay_s * 1e6)},
-            "version_policy": {"specific": {"versions": [int(s.version)]}}
-            if s.version.isdigit() else {"latest": {"num_versions": 1}},
+            "version_policy": getattr(s, "version_policy", None) or (
+                {"specific": {"versions": [int(s.version)]}} if s.version.isdigit() else {"latest": {"num_versions": 1}}),
         })
 
     async def metrics(self, request: Request) -> Response:
-        return Response(self.service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.models.metrics.render(), media_type=CONTENT_TYPE_LATEST)
