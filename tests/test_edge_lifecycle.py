@@ -312,3 +312,74 @@ def test_signature_file_is_sent_with_the_package(builds, keys, tmp_path):
     v = _signed_copy(builds[1], tmp_path / "v", keys[0])
     buf = io.BytesIO()
     assert SIGNATURE_NAME in pack_package(v, buf)
+
+
+def test_a_version_copied_into_the_repository_or_a_policy_change_is_picked_up(builds, keys, tmp_path):
+    """The folder watch's step, on the emulator target: copy v2 in, pin v1, add an unsigned v3, unpin."""
+    import asyncio
+
+    from lepton_host.model_repository import VersionPolicy, write_policy
+
+    pkg_a, pkg_b = builds
+    repo = tmp_path / "repo"
+    _signed_copy(pkg_a, repo / MODEL / "1", keys[0])
+    metrics = ServingMetrics("lepton_gateway")
+    base = GatewayConfig(audit=None, server=ServerOptions(token=TOKEN))
+    node = EdgeNode(repo, Trust.from_options(keys[1], allow_unsigned=False), version_opener(base, "fast", metrics),
+                    NodeOptions(target="emulator", watch_s=None), metrics)
+    server = ServerThread(create_node_app(node, base.server)).start()
+
+    def rescan():
+        return asyncio.run_coroutine_threadsafe(node.rescan(), node.loop).result(120)
+
+    try:
+        model = node.models[MODEL]
+        assert rescan() == {}  # nothing changed
+        _signed_copy(pkg_b, repo / MODEL / "2", keys[0])
+        assert rescan()[MODEL]["version"] == 2 and model.serving.version == 2
+        write_policy(repo / MODEL, VersionPolicy("pinned", 1))
+        assert rescan()[MODEL]["version"] == 1 and model.serving.version == 1
+        shutil.copytree(pkg_b, repo / MODEL / "3")  # unsigned: refused; latest then means the next one down
+        write_policy(repo / MODEL, VersionPolicy("latest"))
+        assert rescan()[MODEL]["version"] == 2 and model.serving.version == 2
+        assert "not signed" in model.refused[3]
+        x = _inputs(seed=9)
+        with httpx.Client(timeout=30.0) as c:
+            v, y = _answer(_infer(c, server.url, x))
+        assert v == "2" and np.array_equal(y, EmulatorBackend(pkg_b).predict(x))
+    finally:
+        server.stop()
+
+
+def test_serve_repository_from_the_command_line_in_development_mode(builds, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from cli_runner import CLI
+
+    repo = tmp_path / "repo"
+    shutil.copytree(builds[0], repo / MODEL / "1")  # unsigned
+    env = {**os.environ, "LEPTON_HLS_TOKEN": TOKEN}
+    proc = subprocess.Popen([*CLI, "serve", "--repository", str(repo), "--allow-unsigned", "--port", "0",
+                             "--watch-s", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        first = proc.stdout.readline()
+        assert "UNSIGNED PACKAGES ALLOWED (development)" in first, first
+        url = first.split(" on ")[1].split("/v2")[0]
+        wait_until(lambda: _ready(url), "the node's readiness", timeout=120)
+        info = run_cli("info", url, "--json", env=env)
+        assert info.returncode == 0, info.stderr
+        served = __import__("json").loads(info.stdout)["models"][MODEL]["serving"]
+        assert served["version"] == 1 and served["signer"] == "unsigned" and served["target"] == "emulator"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert sys.executable  # the CLI ran under this interpreter
+
+
+def _ready(url) -> bool:
+    try:
+        return httpx.get(url + "/v2/health/ready").status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -49,12 +49,14 @@ class EdgeNode:
         self._push_lock = asyncio.Lock()
         self._watch_task: asyncio.Task | None = None
         self._seen: dict[str, tuple] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop it serves on, for callers on other threads
 
     def _model(self, name: str) -> VersionedModel:
         return VersionedModel(self.repo / name, self.trust, self.open_version, self.options.target, self.metrics,
                               self.lifecycle, self.options.drain_timeout_s)
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         log.info("model repository %s; %s", self.repo, self.trust.describe())
         for name in scan_repository(self.repo):
             model = self._model(name)
@@ -162,24 +164,32 @@ class EdgeNode:
         return entry.versions, entry.policy
 
     async def _watch(self) -> None:
-        """A version copied into the repository, or a changed version policy, is loaded as if asked for."""
         while True:
             await asyncio.sleep(self.options.watch_s)
-            for p in sorted(self.repo.iterdir()):
-                if not p.is_dir() or p.name.startswith("."):
-                    continue
-                fp = self._fingerprint(p.name)
-                if fp == self._seen.get(p.name):
-                    continue
-                self._seen[p.name] = fp
-                if fp[0] == "error":
-                    log.error("%s", fp[1])
-                    continue
-                try:
-                    result = await self.load(p.name)
-                    log.info("repository change: %s", result)
-                except RepositoryError as e:
-                    log.warning("repository change in %s not loaded: %s", p.name, e)
+            await self.rescan()
+
+    async def rescan(self) -> dict[str, dict | str]:
+        """A version copied into the repository, or a changed version policy, is loaded as if asked for;
+        -> what happened, by model (only models whose folder changed)."""
+        changes: dict[str, dict | str] = {}
+        for p in sorted(self.repo.iterdir()):
+            if not p.is_dir() or p.name.startswith("."):
+                continue
+            fp = self._fingerprint(p.name)
+            if fp == self._seen.get(p.name):
+                continue
+            self._seen[p.name] = fp
+            if fp[0] == "error":
+                log.error("%s", fp[1])
+                changes[p.name] = fp[1]
+                continue
+            try:
+                changes[p.name] = await self.load(p.name)
+                log.info("repository change: %s", changes[p.name])
+            except RepositoryError as e:
+                changes[p.name] = str(e)
+                log.warning("repository change in %s not loaded: %s", p.name, e)
+        return changes
 
     def describe(self) -> dict:
         return {"repository": str(self.repo), "trust": self.trust.describe(),

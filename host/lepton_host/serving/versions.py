@@ -235,34 +235,47 @@ class VersionedModel:
                 await self._close(slot)
 
     async def load(self, version: int | None = None, canary: CanaryPolicy | None = None) -> dict:
-        """Load `version` (default: what the policy chooses now) and switch to it, or start it as a canary.
+        """Load `version` and switch to it, or start it as a canary. Without a version: what the policy chooses,
+        and under `latest` the next one down when it is refused (never one refused before).
         -> {"version", "state", "detail"}; raises LoadRefused with the reason, the serving version unchanged."""
         async with self._lock:
             self.entry = read_model(self.model_dir)
-            if version is None:
-                version = self.entry.policy.choose(list(self.entry.versions))
-                if version is None:
-                    raise LoadRefused(f"model {self.name!r}: the version policy {self.entry.policy.to_config()} "
-                                      "selects no version present")
-            if self.serving is not None and version == self.serving.version and canary is None:
-                return {"version": version, "state": "serving", "detail": "already serving"}
-            try:
-                admitted = self._admit(version)
-                if self.serving is not None:
-                    why = same_contract(admitted.manifest, self.serving.admitted.manifest)
-                    if why:
-                        raise LoadRefused(f"{self.name} version {version} refused: {why}; publish it as another model")
-                # The cheap, safe check first, off the accelerator: its golden vectors on its own emulation.
-                await self._close(await self._open(admitted, EMULATOR))
-                if canary is not None:
-                    return await self._start_canary(admitted, canary)
-                await self._switch(admitted)
-            except RepositoryError as e:
-                self.refused[version] = str(e)
-                self._event("refused", version, str(e))
-                raise LoadRefused(str(e)) from None
-            self.refused.pop(version, None)
-            return {"version": version, "state": "serving", "detail": f"on {self.target}"}
+            if version is not None:
+                return await self._load(version, canary)
+            candidates = sorted((v for v in self.entry.versions if v not in self.refused), reverse=True)
+            if self.entry.policy.kind == "pinned":
+                candidates = [v for v in candidates if v == self.entry.policy.version]
+            if not candidates:
+                raise LoadRefused(f"model {self.name!r}: the version policy {self.entry.policy.to_config()} selects "
+                                  "no version present that was not refused")
+            refusals = []
+            for v in candidates:
+                try:
+                    return await self._load(v, canary)
+                except LoadRefused as e:
+                    refusals.append(str(e))
+            raise LoadRefused("; ".join(refusals))
+
+    async def _load(self, version: int, canary: CanaryPolicy | None) -> dict:
+        if self.serving is not None and version == self.serving.version and canary is None:
+            return {"version": version, "state": "serving", "detail": "already serving"}
+        try:
+            admitted = self._admit(version)
+            if self.serving is not None:
+                why = same_contract(admitted.manifest, self.serving.admitted.manifest)
+                if why:
+                    raise LoadRefused(f"{self.name} version {version} refused: {why}; publish it as another model")
+            # The cheap, safe check first, off the accelerator: its golden vectors on its own emulation.
+            await self._close(await self._open(admitted, EMULATOR))
+            if canary is not None:
+                return await self._start_canary(admitted, canary)
+            await self._switch(admitted)
+        except RepositoryError as e:
+            self.refused[version] = str(e)
+            self._event("refused", version, str(e))
+            raise LoadRefused(str(e)) from None
+        self.refused.pop(version, None)
+        return {"version": version, "state": "serving", "detail": f"on {self.target}"}
 
     async def unload(self, version: int) -> dict:
         async with self._lock:
