@@ -186,6 +186,12 @@ def test_install_script_installs_the_cli_the_notebook_and_the_packages(board_ven
     from lepton_host.backends import EmulatorBackend
 
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), EmulatorBackend(jet_package).predict(x))
+    # and describes the package, its golden vectors run on the emulator there
+    r = subprocess.run([str(cli), "info", str(pkg), "--json"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads(r.stdout)
+    assert info["model"] == "jet_tagger" and info["self_test"].startswith("passed")
 
 
 def test_install_script_dry_run_would_leave_pynq_and_numpy_alone(wheel, tmp_path):
