@@ -288,6 +288,12 @@ def test_repository_routes_need_the_token_and_name_what_is_wrong(node):
         assert r.status_code == 400 and "not a tar archive" in r.json()["error"]
         r = c.post(url + "/v2/repository/models/..%2Fetc/push", content=b"x", headers=AUTH)
         assert r.status_code in (400, 404, 409)
+        assert c.get(url + f"/v2/models/{MODEL}/config", headers=AUTH).json()["version_policy"] == {
+            "latest": {"num_versions": 1}}
+        r = c.post(url + f"/v2/repository/models/{MODEL}/load", json={"parameters": {"version": 1}}, headers=AUTH)
+        assert r.status_code == 200 and r.json()["detail"] == "already serving"
+        r = c.post(url + f"/v2/repository/models/{MODEL}/unload", json={"parameters": {"version": 1}}, headers=AUTH)
+        assert r.status_code == 409 and "is serving" in r.json()["error"]
         r = c.get(url + "/v2/repository/info", headers=AUTH)
         assert r.json()["models"][MODEL]["serving"]["version"] == 1
         assert r.json()["models"][MODEL]["serving"]["signer"].startswith("builder")

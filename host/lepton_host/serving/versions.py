@@ -136,6 +136,12 @@ class VersionedModel:
     def versions(self) -> list[str]:
         return [str(v) for v in self.entry.versions]
 
+    @property
+    def version_policy(self) -> dict:
+        """As Triton's model configuration states it."""
+        p = self.entry.policy
+        return {"latest": {"num_versions": 1}} if p.kind == "latest" else {"specific": {"versions": [p.version]}}
+
     def __getattr__(self, item):
         # input, output, max_batch_size, metrics, request_timeout_s ...: those of the serving version (all versions
         # share one contract, checked at load)
