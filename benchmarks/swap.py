@@ -1,6 +1,7 @@
 """Model swap benchmark: an edge node serving a model repository on the emulated board swaps its model under a
-closed-loop load, through `lepton-hls push`. One run measures the steady state, then --repeats pushes that
-alternate two signed packages of one contract (versions 2, 3, ... = B, A, B, ...) while the load keeps running.
+closed-loop load, through `lepton-hls push`. One run pushes --idle-repeats versions with no load (what the swap
+costs by itself), then measures the steady state under load, then --repeats pushes while the load keeps running.
+Pushes alternate two signed packages of one contract (versions 2, 3, 4, ... = B, A, B, ...).
 
     python benchmarks/swap.py [--packages out/bench/swap-packages] [--target emulated-board|emulator]
 
@@ -136,6 +137,22 @@ def push(url: str, pkg: Path) -> tuple[int, str]:
     return rc, (out.getvalue() + err.getvalue()).strip()
 
 
+def one_swap(url: str, node, model: str, signed: dict, version_pkg: dict, i: int, n: int, label: str = "") -> dict:
+    """Push the next version (B, A, B, ... by its number); -> its timings."""
+    version = str(len(version_pkg) + 1)
+    which = "b" if len(version_pkg) % 2 == 1 else "a"
+    t0, wall0 = time.monotonic(), time.time()
+    rc, said = push(url, signed[which])
+    t1 = time.monotonic()
+    version_pkg[version] = which
+    events = [e for e in node.models[model].events if e["version"] == int(version)]
+    serving_at = next((e["time"] - wall0 for e in events if e["event"] == "serving"), None)
+    print(f"  {label}push {i + 1}/{n}: version {version} ({which}) rc {rc} in {t1 - t0:.2f} s: "
+          f"{said.splitlines()[-1] if said else ''}", flush=True)
+    return {"version": version, "package": which, "rc": rc, "push_said": said, "t0": t0, "t1": t1,
+            "push_to_serving_s": t1 - t0, "node_switched_s": serving_at}
+
+
 def window_stats(records: list[Record], start: float, end: float) -> dict:
     """Requests answered (200) with their answer arriving in [start, end): latency and throughput."""
     done = [r for r in records if start <= r.done < end]
@@ -155,6 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=4, help="closed-loop client threads (batch-1 requests)")
     ap.add_argument("--steady-s", type=float, default=10.0, help="steady-state window")
     ap.add_argument("--repeats", type=int, default=10, help="swaps (pushes alternating B, A, B, ...)")
+    ap.add_argument("--idle-repeats", type=int, default=3, help="swaps before the load starts (no load)")
     ap.add_argument("--after-s", type=float, default=3.0, help="load kept running after each push returns")
     ap.add_argument("--out", default=str(RESULTS / "swap.json"))
     args = ap.parse_args(argv)
@@ -201,6 +219,9 @@ def main(argv=None) -> int:
         print(f"node on {url} ({args.target}, started in {node_start_s:.2f} s); {args.clients} clients, "
               f"steady {args.steady_s:g} s, then {args.repeats} swaps", flush=True)
         load_before = os.getloadavg()
+        # The same swap with no load: what the swap itself costs on this machine.
+        idle = [one_swap(url, node, model, signed, version_pkg, i, args.idle_repeats, "idle ")
+                for i in range(args.idle_repeats)]
 
         load = Load(url, model, in_name, pool, args.clients).start()
         time.sleep(1.0)  # connections opened, first requests through: not counted
@@ -209,19 +230,7 @@ def main(argv=None) -> int:
 
         swaps = []
         for i in range(args.repeats):
-            version = str(i + 2)
-            which = "b" if i % 2 == 0 else "a"
-            t0 = time.monotonic()
-            wall0 = time.time()
-            rc, said = push(url, signed[which])
-            t1 = time.monotonic()
-            version_pkg[version] = which
-            events = [e for e in node.models[model].events if e["version"] == int(version)]
-            serving_at = next((e["time"] - wall0 for e in events if e["event"] == "serving"), None)
-            swaps.append({"version": version, "package": which, "rc": rc, "push_said": said, "t0": t0, "t1": t1,
-                          "push_to_serving_s": t1 - t0, "node_switched_s": serving_at})
-            print(f"  push {i + 1}/{args.repeats}: version {version} ({which}) rc {rc} in {t1 - t0:.2f} s: "
-                  f"{said.splitlines()[-1] if said else ''}", flush=True)
+            swaps.append(one_swap(url, node, model, signed, version_pkg, i, args.repeats))
             time.sleep(args.after_s)
         records = load.stop()
         load = None
@@ -270,6 +279,9 @@ def main(argv=None) -> int:
              "push_to_serving_mean_s": float(np.mean(p2s)) if p2s else None,
              "push_to_serving_max_s": float(np.max(p2s)) if p2s else None,
              "first_new_answer_mean_s": float(np.mean(first)) if first else None}
+    idle_p2s = [s["push_to_serving_s"] for s in idle if s["rc"] == 0]
+    total["idle_pushes_ok"], total["idle_pushes"] = len(idle_p2s), len(idle)
+    total["idle_push_to_serving_mean_s"] = float(np.mean(idle_p2s)) if idle_p2s else None
 
     # ---- report -----------------------------------------------------------------------------------------
     print(f"\n{'swap':>4} {'version':>7} {'push to serving s':>17} {'first new answer s':>18} "
@@ -288,9 +300,12 @@ def main(argv=None) -> int:
     switched = [s["node_switched_s"] for s in swaps if s["node_switched_s"] is not None]
     if switched:
         print(f"\nthe node's own 'serving' event came {np.mean(switched):.3f} s after push start (mean); the push "
-              f"returned {np.mean(p2s) - np.mean(switched):.3f} s later")
+              f"returned {np.mean(p2s) - np.mean(switched):.3f} s later (under load)")
+    if idle_p2s:
+        print(f"push to serving with no load: mean {np.mean(idle_p2s):.3f} s over {len(idle_p2s)} pushes; under "
+              f"load: mean {np.mean(p2s) if p2s else float('nan'):.3f} s, max {max(p2s, default=float('nan')):.3f} s")
     print(f"total: {total}")
-    for s in swaps:
+    for s in idle + swaps:
         if s["rc"] != 0:
             print(f"  push of version {s['version']} failed: {s['push_said']}")
     for e in sorted({r.error for r in failed})[:5]:
@@ -300,15 +315,17 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "model": model, "packages": {k: str(p) for k, p in pkgs.items()}, "target": args.target,
-        "clients": args.clients, "steady_s": args.steady_s, "repeats": args.repeats, "after_s": args.after_s,
+        "clients": args.clients, "steady_s": args.steady_s, "repeats": args.repeats, "idle_repeats": args.idle_repeats, "after_s": args.after_s,
         "swap_tail_s": SWAP_TAIL_S, "node_start_s": node_start_s,
         "steady": steady_stats, "swap": swap_stats,
+        "idle_swaps": [{k: v for k, v in s.items() if k not in ("t0", "t1")} for s in idle],
         "swaps": [{k: v for k, v in s.items() if k not in ("t0", "t1")} for s in swaps], "total": total,
         "machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "loadavg_before": load_before, "loadavg_after": load_after,
     }, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0 if total["failed"] == 0 and total["mismatches"] == 0 and total["pushes_ok"] == len(swaps) else 1
+    return 0 if total["failed"] == 0 and total["mismatches"] == 0 and total["pushes_ok"] == len(swaps) \
+        and len(idle_p2s) == len(idle) else 1
 
 
 if __name__ == "__main__":
