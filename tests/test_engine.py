@@ -246,7 +246,9 @@ MODELS = {
 ACCUM_PRECISIONS = {"tiny_spatial1d": {"dw": "fixed<14,5,RND,SAT>"}}
 # In the slow suite: the example models (hls4ml's MNIST networks, the largest conversions here). Their layer
 # kinds are compared here on tiny models, and their power-of-two weights end to end by test_build_verify's po2 package.
-SLOW = {"qkeras_mnist_dense", "qkeras_mnist_cnn"}
+# Also there: the jet tagger (its package is compared with the C simulation end to end by test_build_verify and
+# test_emulator) and the 1-D convolution (the 2-D one keeps the convolution kinds in the default suite).
+SLOW = {"qkeras_mnist_dense", "qkeras_mnist_cnn", "jet_tagger", "tiny_conv1d"}
 LARGE = {"qkeras_mnist_cnn"}  # compared on 24 inputs of each kind instead of 150
 # Result types narrower than hls4ml's inferred ones, so merges round, wrap and saturate (layer -> precision).
 PRECISIONS = {

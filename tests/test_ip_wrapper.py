@@ -117,7 +117,12 @@ def run_tb(exe: Path, batches: list[list[int]], tmp: Path) -> tuple[subprocess.C
     return proc, out
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+# The jet-like core is the slow suite's: the narrow one covers io_parallel lanes (odd widths, padding) by default.
+SLOW_CASES = {"jetlike"}
+
+
+@pytest.fixture(scope="module", params=[pytest.param(c, marks=[pytest.mark.slow] if c in SLOW_CASES else [])
+                                        for c in sorted(CASES)])
 def built(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"ipw_{request.param}")
     pkg, hls_model = make_package(root, request.param)
