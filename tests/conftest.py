@@ -43,24 +43,9 @@ def jet_package(build_pkg) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 16-8-4 QKeras MLP with 6-bit weights and a quantized_relu, saved as a full-model .h5."""
-    import numpy as np
-    import tensorflow as tf
-    from qkeras import QActivation, QDense, quantized_bits, quantized_relu
+    from lifecycle_models import save_tiny_mlp
 
-    inp = tf.keras.Input((16,), name="inp")
-    x = QDense(8, kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
-               name="fc1")(inp)
-    x = QActivation(quantized_relu(6), name="relu1")(x)
-    x = QDense(4, kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1),
-               name="fc2")(x)
-    model = tf.keras.Model(inp, x)
-    rng = np.random.RandomState(1)
-    for layer in model.layers:
-        if layer.get_weights():
-            layer.set_weights([rng.randn(*w.shape) * 0.5 for w in layer.get_weights()])
-    path = tmp_path_factory.mktemp("tiny_model") / "tiny_mlp.h5"
-    model.save(path)
-    return path
+    return save_tiny_mlp(tmp_path_factory.mktemp("tiny_model") / "tiny_mlp.h5", seed=1)
 
 
 @pytest.fixture(scope="session")

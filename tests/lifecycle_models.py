@@ -1,5 +1,6 @@
-"""Tiny QKeras models for the model-lifecycle tests: the same contract (16 inputs, 4 outputs), different weights
-per seed, so every version answers differently. Imports TensorFlow inside the function only."""
+"""The tests' tiny QKeras MLP (16-8-4, 6-bit weights, a quantized_relu): conftest's `tiny_model` is seed 1; the
+model-lifecycle tests build other seeds for versions of the same contract that answer differently. Imports
+TensorFlow inside the function only."""
 
 from __future__ import annotations
 

@@ -206,10 +206,11 @@ def running_gateway(package: Path, backend, cloud_url: str | None = None, *, tok
         server.stop()
 
 
-def metric_value(url: str, series: str) -> float:
+def metric_value(url: str, series: str, headers: dict | None = None) -> float:
     """The value of one series on the server's /metrics, named as it is written there (name and labels, e.g.
-    'lepton_gateway_cloud_attempts_total{kind="hedge",outcome="ok"}'); 0 when the series is not there yet."""
-    for line in httpx.get(url + "/metrics").text.splitlines():
+    'lepton_gateway_cloud_attempts_total{kind="hedge",outcome="ok"}'); 0 when the series is not there yet.
+    `headers`: e.g. the bearer token of a server that wants one."""
+    for line in httpx.get(url + "/metrics", headers=headers).text.splitlines():
         name, _, value = line.rpartition(" ")
         if name == series:
             return float(value)

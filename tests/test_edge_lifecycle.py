@@ -20,7 +20,7 @@ pynq = pytest.importorskip("pynq")
 
 from cli_runner import run_cli  # noqa: E402
 from lifecycle_models import save_tiny_mlp  # noqa: E402
-from serving_support import wait_until  # noqa: E402
+from serving_support import metric_value as _metric_value, wait_until  # noqa: E402
 
 from lepton_host.backends import EmulatorBackend  # noqa: E402
 from lepton_host.manifest import load_manifest  # noqa: E402
@@ -96,12 +96,8 @@ def node(builds, keys, tmp_path):
 
 
 def metric_value(url: str, series: str) -> float:
-    """One series of the node's /metrics (behind its token); 0 when it is not there yet."""
-    for line in httpx.get(url + "/metrics", headers=AUTH).text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name == series:
-            return float(value)
-    return 0.0
+    """One series of the node's /metrics, which is behind its token."""
+    return _metric_value(url, series, headers=AUTH)
 
 
 def _push(url, pkg, *extra):
