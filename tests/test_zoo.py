@@ -37,7 +37,8 @@ def _pre_softmax(model):
 
 
 def test_names_and_entries():
-    assert zoo.names() == ["anomaly_ae", "digits_cnn", "jet_tagger"]
+    assert zoo.names("edge") == ["anomaly_ae", "digits_cnn", "jet_tagger"]
+    assert set(zoo.names()) == set(zoo.names("edge")) | set(zoo.names("cloud"))
     for name in zoo.names():
         m = zoo.get(name)
         assert m.name == name and m.task in ("classifier", "autoencoder")
@@ -174,7 +175,7 @@ def test_float64_handles_power_of_two_quantizers():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", zoo.names("edge"))
 def test_csim_matches_float64_model_bit_for_bit(name, tmp_path_factory):
     from lepton_hls.zoo.check_hls import check
 

@@ -2,8 +2,14 @@
 
     >>> from lepton_hls import zoo
     >>> zoo.names()
-    ['anomaly_ae', 'digits_cnn', 'jet_tagger']
+    ['anomaly_ae', 'digits_cloud', 'digits_cnn', 'jet_tagger']
     >>> m = zoo.get("digits_cnn"); model = m.load_keras(); x, y = m.eval_data(100)
+    >>> m.role, m.partner, zoo.names("edge")
+    ('edge', 'digits_cloud', ['anomaly_ae', 'digits_cnn', 'jet_tagger'])
+
+Edge models (role "edge") are QKeras models built for the FPGA. A cloud model (role "cloud") is a plain float
+Keras model, never built for hardware: the stronger partner that answers again the samples its edge model is
+unsure about. Partners share input shape, classes and preprocessing, and `partner` names each from the other.
 
 Each entry is a Keras JSON architecture plus an HDF5 weights file in this directory, a preprocessing file
 (`<name>_preprocessing.json`, the `lepton_host.manifest.Preprocessing` that turns raw features into model
@@ -40,10 +46,12 @@ class ZooModel:
     preprocessing: Preprocessing
     threshold: float | None  # autoencoder: mean squared reconstruction error (model-input domain) above = anomaly
     description: str
+    role: str = "edge"  # "edge": QKeras, buildable for the FPGA | "cloud": float Keras, runs on a server
+    partner: str | None = None  # the other half of an edge/cloud pair
     metrics: dict = field(default_factory=dict, hash=False)  # recorded at training time, e.g. {"test_accuracy": 0.95}
 
     def load_keras(self, dtype: str = "float32"):
-        """The QKeras model with its weights. dtype="float64" builds every layer in float64: the exact reference
+        """The (Q)Keras model with its weights (a cloud model is plain Keras). dtype="float64" builds every layer in float64: the exact reference
         for fixed-point C simulation (float32 cannot hold the wide accumulations)."""
         from .keras_io import load_qkeras
 
@@ -53,9 +61,9 @@ class ZooModel:
         """Raw features (before preprocessing) and labels of real evaluation data, or None when none ships.
 
         digits_cnn: the held-out test split of scikit-learn's 8x8 digits (pixels 0..16, shape (n, 8, 8, 1)),
-        the first n of it. anomaly_ae: freshly generated sensor frames, half normal (label 0) and half
+        the first n of it; digits_cloud the same. anomaly_ae: freshly generated sensor frames, half normal (label 0) and half
         anomalous (label 1), n in all (default 2000), deterministic in `seed`. jet_tagger: None."""
-        if self.name == "digits_cnn":
+        if self.name in ("digits_cnn", "digits_cloud"):
             from .digits import test_split
 
             x, y = test_split()
@@ -87,9 +95,21 @@ _CATALOGUE = {
     "digits_cnn": dict(
         task="classifier",
         classes=tuple(str(d) for d in range(10)),
+        partner="digits_cloud",
         description=(
             "QKeras CNN on scikit-learn's 8x8 handwritten digits: QConv2D 8x3x3 (6-bit) + quantized_relu(6) + "
             "MaxPooling 2x2 + QDense 10 (6-bit) + softmax. Input: pixels 0..16 divided by 16."
+        ),
+    ),
+    "digits_cloud": dict(
+        task="classifier",
+        classes=tuple(str(d) for d in range(10)),
+        role="cloud",
+        partner="digits_cnn",
+        description=(
+            "Float Keras CNN, digits_cnn's stronger cloud partner on the same 8x8 digits split: two blocks of "
+            "Conv2D 3x3 x2 (32, then 64 filters, ReLU) + MaxPooling 2x2 + Dropout, Dense 128 + Dropout, Dense 10 "
+            "+ softmax; trained with one-pixel shifts of the training images. Input: pixels 0..16 divided by 16."
         ),
     ),
     "anomaly_ae": dict(
@@ -105,8 +125,11 @@ _CATALOGUE = {
 }
 
 
-def names() -> list[str]:
-    return sorted(_CATALOGUE)
+def names(role: str | None = None) -> list[str]:
+    """Every zoo model's name, or only those of one role ("edge" or "cloud")."""
+    if role not in (None, "edge", "cloud"):
+        raise ZooError(f"zoo role must be 'edge' or 'cloud', got {role!r}")
+    return sorted(n for n, e in _CATALOGUE.items() if role is None or e.get("role", "edge") == role)
 
 
 def get(name: str) -> ZooModel:
@@ -132,6 +155,8 @@ def get(name: str) -> ZooModel:
         preprocessing=Preprocessing.from_dict(json.loads(pre_path.read_text()), where=str(pre_path)),
         threshold=None if threshold is None else float(threshold),
         description=entry["description"],
+        role=entry.get("role", "edge"),
+        partner=entry.get("partner"),
         metrics=dict(recorded.get("metrics", {})),
     )
 

@@ -1,4 +1,4 @@
-"""Check that hls4ml's C simulation of each zoo model reproduces the float64 QKeras model bit for bit.
+"""Check that hls4ml's C simulation of each zoo edge model reproduces the float64 QKeras model bit for bit.
 
     python -m lepton_hls.zoo.check_hls [NAME ...] [--n 2000] [--work /tmp/lepton-zoo-hls]
 
@@ -92,7 +92,7 @@ def check(name: str, n: int = 2000, work: Path = Path("/tmp/lepton-zoo-hls")) ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lepton_hls.zoo.check_hls", description=__doc__.split("\n")[0])
-    parser.add_argument("names", nargs="*", default=names())
+    parser.add_argument("names", nargs="*", default=names("edge"))
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/lepton-zoo-hls"))
     args = parser.parse_args(argv)
