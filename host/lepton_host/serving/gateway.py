@@ -222,9 +222,14 @@ class EdgeService:
         n_cloud = served.size - n_edge
         path = "edge" if n_cloud == 0 else "cloud" if n_edge == 0 else "edge+cloud"
         first = reasons[0]
-        if all(r == first for r in reasons):  # the common case, without np.unique's cost
+        if path != "edge+cloud" and all(r == first for r in reasons):  # the common case, without np.unique
             uniq, main = [first], first
+            self.metrics.child(self.metrics.samples, self.name, path, first).inc(served.size)
         else:
+            pairs, counts = np.unique(np.stack([served.astype(str), reasons.astype(str)]), axis=1,
+                                      return_counts=True)
+            for (p, r), k in zip(pairs.T, counts):
+                self.metrics.child(self.metrics.samples, self.name, str(p), str(r)).inc(int(k))
             uniq = np.unique(reasons.astype(str))
             # The label names why samples left the edge (else why they stayed); the response lists every reason.
             offloaded = reasons[served == "cloud"] if n_cloud else reasons

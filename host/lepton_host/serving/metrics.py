@@ -27,6 +27,12 @@ class ServingMetrics:
             ["model", "path", "reason"], registry=r,
         )
         self.rows = Counter(f"{p}_rows", "Samples answered, by path", ["model", "path"], registry=r)
+        # Per sample, where `rows` counts per path: how many the cascade escalated, how many left before the edge
+        # and why (the offload fraction by reason is this over rows).
+        self.samples = Counter(
+            f"{p}_samples", "Samples answered, by the path that answered and why", ["model", "path", "reason"],
+            registry=r,
+        )
         self.request_latency = Histogram(
             f"{p}_request_latency_seconds", "End-to-end latency of an inference request inside the server",
             ["model"], buckets=LATENCY_BUCKETS, registry=r,

@@ -22,6 +22,7 @@ import numpy as np
 
 from lepton_host.manifest import Manifest
 
+from . import cascade_criteria as C
 from .errors import BadRequest
 
 MODES = ("auto", "edge", "cloud")
@@ -46,14 +47,18 @@ class RoutingPolicy:
     mode: str = "auto"
     latency_budget_s: float | None = 0.050  # estimated edge queue wait above this -> cloud
     check_range: bool = True
-    confidence_threshold: float | None = None  # classifiers: max softmax below this -> cloud (cascade)
+    confidence_threshold: float | None = None  # classifiers: confidence below this -> cloud (cascade)
     error_threshold: float | None = None  # autoencoders: MSE above this -> cloud (cascade)
+    # How a classifier's confidence is measured (cascade_criteria.py); None: max probability.
+    cascade_criterion: str | None = None
     # When the cloud cannot take work the edge answers anyway (saturated or unsure) and says so.
     degrade_to_edge: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise BadRequest(f"routing mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.cascade_criterion is not None and self.cascade_criterion not in C.CRITERIA:
+            raise BadRequest(f"unknown cascade criterion {self.cascade_criterion!r}; known: {', '.join(C.CRITERIA)}")
 
     @classmethod
     def for_package(cls, manifest: Manifest, package_dir: str | Path | None = None, **overrides) -> RoutingPolicy:
@@ -193,6 +198,7 @@ class Router:
         self.manifest = manifest
         self.task = manifest.model.task
         self.input_format = manifest.input.format
+        self.criterion = C.criterion(policy.cascade_criterion, self.task) if self.task in C.DEFAULT_CRITERION else None
 
     def in_range(self, x_pre: np.ndarray) -> np.ndarray:
         """Per sample: every preprocessed value representable in the accelerator's input format."""
@@ -210,25 +216,12 @@ class Router:
         """Samples whose edge answer should be replaced by the cloud model's (the cascade) -> (mask, reason)."""
         check = cascade_check(self.policy, self.task)
         if check == LOW_CONFIDENCE:
-            return confidence(y) < self.policy.confidence_threshold, check
+            return self.criterion.unsure(x_pre, y, self.policy.confidence_threshold), check
         if check == HIGH_ERROR:
-            return reconstruction_error(x_pre, y) > self.policy.error_threshold, check
+            return self.criterion.unsure(x_pre, y, self.policy.error_threshold), check
         return np.zeros(y.shape[0], bool), ""
 
 
-def confidence(y: np.ndarray) -> np.ndarray:
-    """Max class probability per sample. Outputs that already are probabilities (a softmax head, within
-    fixed-point rounding) are used as they are; logits go through a softmax first."""
-    y = np.asarray(y, dtype=np.float64).reshape(y.shape[0], -1)
-    if y.size and (y >= 0).all() and np.allclose(y.sum(axis=1), 1.0, atol=0.05):
-        return y.max(axis=1)
-    z = np.exp(y - y.max(axis=1, keepdims=True))
-    return (z / z.sum(axis=1, keepdims=True)).max(axis=1)
-
-
-def reconstruction_error(x_pre: np.ndarray, y: np.ndarray) -> np.ndarray:
-    x = np.asarray(x_pre, dtype=np.float64).reshape(x_pre.shape[0], -1)
-    y = np.asarray(y, dtype=np.float64).reshape(y.shape[0], -1)
-    if x.shape != y.shape:
-        raise BadRequest(f"autoencoder output shape {y.shape[1:]} differs from its input {x.shape[1:]}")
-    return ((x - y) ** 2).mean(axis=1)
+# The scores themselves live in cascade_criteria.py (shared with calibration).
+confidence = C.max_probability
+reconstruction_error = C.reconstruction_error
