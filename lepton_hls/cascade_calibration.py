@@ -191,6 +191,9 @@ class Calibration:
     predicted: LatencyPrediction
     cloud: str
     extra: dict = field(default_factory=dict)
+    # Per sample, for re-evaluating other thresholds (cross-validation): edge_ok, cloud_ok, pre_routed, and
+    # the score of each criterion.
+    per_sample: dict = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict:
         """The one JSON object `calibrate --json` prints."""
@@ -264,7 +267,8 @@ def calibrate(package_dir: str | os.PathLike, manifest: Manifest, data: HeldOut,
     cloud_ok = correct(task, manifest, x_pre, y_cloud, labels)
     # The gateway's own range check decides which samples never reach the edge.
     pre_routed = ~Router(RoutingPolicy(), manifest).in_range(x_pre)
-    frontiers = [frontier(c, c.score(x_pre, y_edge), edge_ok, cloud_ok, pre_routed) for c in chosen_criteria]
+    scores = {c.name: c.score(x_pre, y_edge) for c in chosen_criteria}
+    frontiers = [frontier(c, scores[c.name], edge_ok, cloud_ok, pre_routed) for c in chosen_criteria]
     with progress.step("latency: batch-1 calls on each path"):
         edge_lat = (np.asarray(edge_latency_s, np.float64) if edge_latency_s is not None
                     else batch1_latencies(edge_predict, x, latency_samples))
@@ -279,5 +283,6 @@ def calibrate(package_dir: str | os.PathLike, manifest: Manifest, data: HeldOut,
         edge_accuracy=float(edge_ok.mean()), cloud_accuracy=float(cloud_ok.mean()), chosen=chosen, target=target,
         target_met=met, frontiers=frontiers, edge_latency_s=edge_lat, cloud_latency_s=cloud_lat,
         predicted=model.predict(chosen.escalated_fraction, chosen.pre_routed_fraction), cloud=cloud.describe,
+        per_sample={"edge_ok": edge_ok, "cloud_ok": cloud_ok, "pre_routed": pre_routed, "scores": scores},
     )
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -26,11 +24,12 @@ from lepton_host.serving.batcher import BatcherConfig
 from lepton_host.serving.breaker import BreakerConfig
 from lepton_host.serving.cloud_client import CloudConfig
 from lepton_host.serving.edge import open_edge_backend
-from lepton_host.serving.errors import ServingError
 from lepton_host.serving.gateway import GatewayConfig, create_gateway
 from lepton_host.serving.routing import RoutingPolicy
 from lepton_host.serving.runner import ServerThread
 from lepton_host.serving.traffic import mixed_traffic
+
+from .serving_processes import start_cloud_process, stop_process
 
 PHASES = (("before fault", 0.5), ("board hung", 0.25), ("recovered", 0.25))
 CONFIDENCE_THRESHOLD = 0.5  # classifiers: samples the accelerator is less sure of go to the cloud model
@@ -48,40 +47,6 @@ def typical_data(manifest) -> np.ndarray | None:
     except Exception:  # no data is fine: the traffic falls back to the model's input distribution
         return None
     return None if data is None else np.asarray(data[0], dtype=np.float64)
-
-
-def start_cloud_process(package_dir: Path, log_path: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """`lepton-hls cloud DIR` on a free loopback port; returns once it answers ready."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "lepton_hls.cli", "cloud", str(package_dir), "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServingError(f"the cloud server exited with status {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    proc.terminate()
-    raise ServingError(f"the cloud server did not become ready within {timeout_s:.0f} s; see {log_path}")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 async def _send_all(url: str, model: str, input_name: str, samples, concurrency: int, rate: float | None = None):

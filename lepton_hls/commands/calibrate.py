@@ -66,8 +66,11 @@ def run(args) -> int:
     pkg = Path(args.package)
     manifest = load_manifest(pkg)
     check_package_verified(pkg, False, "calibrate")
-    from lepton_host.serving.cascade_criteria import criterion
+    from lepton_host.serving.cascade_criteria import DEFAULT_CRITERION, criterion
 
+    if manifest.model.task not in DEFAULT_CRITERION:
+        raise CalibrationError(f"{pkg} holds a {manifest.model.task} model: the cascade escalates classifiers "
+                               "(on confidence) and autoencoders (on reconstruction error) only")
     for name in args.criterion or ():
         criterion(name, manifest.model.task)  # a wrong name fails before anything is run
     data = load_heldout(args.data, manifest)
