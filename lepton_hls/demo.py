@@ -2,7 +2,8 @@
 
 Builds and verifies `jet_tagger` and `digits_cnn`, measures the accelerator's accuracy on real digits through the
 bit-exact emulator and the emulator's throughput, prints one table, then (when the serving stack is present)
-runs the edge-gateway scenario on the emulated board.
+runs the edge-gateway scenario on the emulated board and the digits cascade (the accelerator with a stronger
+cloud model, calibrated on held-out digits and replayed through the gateway).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def run_demo(out_dir, samples: int = 2000, serving: bool = True) -> dict:
         if run_serving_demo is not None:
             with progress.step("edge gateway + cloud fallback on the emulated board"):
                 result["serving"] = run_serving_demo(out_dir / "jet_tagger", out_dir / "serving")
+            from .demo_cascade import run_cascade_demo
+
+            with progress.step("Big/LITTLE cascade: digits_cnn at the edge, digits_cloud in the cloud"):
+                result["cascade"] = run_cascade_demo(out_dir / "digits_cnn", out_dir / "cascade")
     (out_dir / "demo.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
