@@ -1,7 +1,8 @@
-"""The reference cloud server: the package's original (Q)Keras model in TensorFlow, on a GPU when one is
-present, behind the same Open Inference Protocol surface and dynamic batcher as the gateway. It takes the same
-raw features as the gateway (the manifest's preprocessing is applied here too), so a request can go to either
-unchanged. Imports TensorFlow; never imports the board runtime.
+"""The reference cloud server: the package's original (Q)Keras model in TensorFlow, or another model that fits
+the package's contract (served_model.py), on a GPU when one is present, behind the same Open Inference Protocol
+surface and dynamic batcher as the gateway. It takes the same raw features as the gateway (the preprocessing is
+applied here too), so a request can go to either unchanged, and states its class order in its model metadata.
+Imports TensorFlow; never imports the board runtime.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -22,9 +22,14 @@ from lepton_host.serving.errors import DeadlineExceeded
 from lepton_host.serving.metrics import ServingMetrics
 from lepton_host.serving.oip import InferRequest
 
+from .served_model import ModelChoice, ModelLoadError, ServedModel, load_keras_model, load_served_model
 
-class ModelLoadError(LeptonError):
-    """The package's original model could not be loaded into TensorFlow."""
+__all__ = ["CloudModelService", "CloudServerConfig", "KerasModel", "ModelChoice", "ModelLoadError",
+           "create_cloud_server", "load_keras_model", "pick_device"]
+
+
+class PreprocessingMismatch(LeptonError):
+    """The preprocessing's mean and scale do not broadcast over the package's input shape."""
 
 
 @dataclass
@@ -35,6 +40,7 @@ class CloudServerConfig:
     )
     request_timeout_s: float = 10.0
     device: str | None = None  # "/GPU:0", "/CPU:0"; default: the first GPU if any
+    model: ModelChoice | None = None  # another model than the package's own (`--model`)
     server: ServerOptions = field(default_factory=lambda: ServerOptions(server_name="lepton-hls-cloud"))
 
 
@@ -52,44 +58,25 @@ def pick_device(requested: str | None = None) -> str:
     return "/GPU:0" if gpus else "/CPU:0"
 
 
-def load_keras_model(package_dir: str | os.PathLike):
-    """The package's original model (model/model.json + model/weights.h5, or a whole-model model/model.h5),
-    read by the same loader the build uses (QKeras layers, quantizers given as objects)."""
-    from lepton_hls import keras_io
-
-    root = Path(package_dir) / "model"
-    if (root / "model.json").is_file():
-        if not (root / "weights.h5").is_file():
-            raise ModelLoadError(f"{root}: model.json without weights.h5; rebuild the package")
-        files = keras_io.ModelFiles(name=root.parent.name, source=str(root / "model.json"),
-                                    architecture_json=(root / "model.json").read_text(),
-                                    weights_path=root / "weights.h5")
-    elif (root / "model.h5").is_file():
-        files = keras_io.resolve_files(root / "model.h5")
-    else:
-        raise ModelLoadError(f"{root}: no model.json/weights.h5 or model.h5; the package lacks its original model")
-    try:
-        return keras_io.load_keras(files)
-    except keras_io.ModelLoadError as e:
-        raise ModelLoadError(f"{root}: cannot load the original model into TensorFlow: {e}") from None
-
-
 class KerasModel:
     """The model as a callable on raw features; one compiled graph, fixed input signature (any batch)."""
 
-    def __init__(self, package_dir: str | os.PathLike, manifest: Manifest, device: str | None = None):
+    def __init__(self, package_dir: str | os.PathLike, manifest: Manifest, device: str | None = None,
+                 choice: ModelChoice | None = None):
         import tensorflow as tf
 
         self.device = pick_device(device)
         self.manifest = manifest
         with tf.device(self.device):
-            self.model = load_keras_model(package_dir)
+            self.served: ServedModel = load_served_model(package_dir, manifest, choice)
+        self.preprocessing = self.served.preprocessing
+        self.classes = self.served.classes
         spec = tf.TensorSpec([None, *manifest.input.shape], tf.float32)
-        self._fn = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._fn = tf.function(self.served.call, input_signature=[spec])
         self._tf = tf
 
     def __call__(self, x: np.ndarray, timeout: float | None = None) -> np.ndarray:
-        x_pre = self.manifest.preprocessing.apply(x).astype(np.float32)
+        x_pre = self.preprocessing.apply(x).astype(np.float32)
         with self._tf.device(self.device):
             y = self._fn(x_pre)
         return np.asarray(y, dtype=np.float64)
@@ -103,15 +90,18 @@ class CloudModelService:
         self.manifest = manifest or load_manifest(package_dir)
         self.config = config or CloudServerConfig()
         self.name = self.manifest.model.name
-        self.platform = "tensorflow_keras"
         self.input = TensorInfo(self.manifest.input.name, tuple(self.manifest.input.shape))
         self.output = TensorInfo(self.manifest.output.name, tuple(self.manifest.output.shape))
         self.max_batch_size = self.config.batcher.max_batch_size
         self.max_queue_delay_s = self.config.batcher.max_queue_delay_s
         self.request_timeout_s = self.config.request_timeout_s
         self.metrics = ServingMetrics("lepton_cloud")
-        self.model = model or KerasModel(package_dir, self.manifest, self.config.device)
-        self.model(np.zeros((1, *self.input.shape)))  # trace the graph before the first request
+        self.model = model or KerasModel(package_dir, self.manifest, self.config.device, self.config.model)
+        served = getattr(self.model, "served", None)
+        self.platform = served.platform if served is not None else "tensorflow_keras"
+        # the class order this server's answers are in, stated in its model metadata (the gateway compares it)
+        self.classes = tuple(getattr(self.model, "classes", self.manifest.model.classes))
+        check_preprocessing(self.model, self.input.shape)
         self.batcher = DynamicBatcher(self.model, self.config.batcher, name="cloud", on_batch=self._on_batch)
 
     def _on_batch(self, n: int, queue_s: float, compute_s: float) -> None:
@@ -135,6 +125,20 @@ class CloudModelService:
         self.metrics.child(self.metrics.queue_latency, self.name).observe(res.queue_s)
         self.metrics.child(self.metrics.inferences, self.name, "cloud", "model").inc()
         return res.y, {"served_by": "cloud", "device": getattr(self.model, "device", "")}
+
+
+def check_preprocessing(model, input_shape) -> None:
+    """Run the model once on zeros (tracing its graph before the first request); a preprocessing whose mean or
+    scale does not fit the input shape fails here, in one line, instead of on every request."""
+    try:
+        model(np.zeros((1, *input_shape)))
+    except ValueError as e:
+        if "broadcast" not in str(e):
+            raise
+        pre = getattr(model, "preprocessing", None)
+        sizes = f" ({len(pre.mean)} means, {len(pre.scale)} scales)" if pre is not None else ""
+        raise PreprocessingMismatch(f"the preprocessing{sizes} does not fit the input shape {tuple(input_shape)}: "
+                                    f"{str(e).splitlines()[0]}") from None
 
 
 def create_cloud_server(package_dir: str | os.PathLike, config: CloudServerConfig | None = None):

@@ -107,7 +107,7 @@ def build_gateway(args):
 
     check_package_verified(args.package, getattr(args, "allow_unverified", False), "serve")
     policy = RoutingPolicy.for_package(manifest, args.package, **routing_overrides(args))
-    config = gateway_config(args, policy, str(args.package))
+    config = gateway_config(args, policy, str(args.package), manifest)
     backend = open_edge_backend(args.package, args.target, args.engine)
     if faults:
         from lepton_host.serving.fault_schedule import FaultSchedule
@@ -125,26 +125,17 @@ def routing_overrides(args) -> dict:
                 check_range=False if args.no_range_check else None)
 
 
-def gateway_config(args, policy=None, package_dir: str | None = None):
+def gateway_config(args, policy=None, package_dir: str | None = None, manifest=None):
     """The gateway's settings from the command line; a repository node gives each version its own policy and
-    package_dir."""
+    package_dir (and cloud contract: version_opener_with_contract)."""
     from lepton_host.serving.app import ServerOptions
     from lepton_host.serving.audit import AuditConfig
     from lepton_host.serving.batcher import BatcherConfig
-    from lepton_host.serving.breaker import BreakerConfig
-    from lepton_host.serving.cloud_client import CloudConfig
     from lepton_host.serving.edge_monitor import MonitorConfig
     from lepton_host.serving.gateway import GatewayConfig
     from lepton_host.serving.routing import RoutingPolicy
 
-    cloud = None
-    if args.cloud:
-        cloud = CloudConfig(
-            url=args.cloud, model=args.cloud_model, read_timeout_s=args.cloud_timeout_ms / 1e3,
-            retries=args.cloud_retries, hedge_percentile=args.hedge_percentile, binary=not args.cloud_json,
-            token=os.environ.get(CLOUD_TOKEN_ENV),
-            breaker=BreakerConfig(failure_threshold=args.breaker_failures, reset_timeout_s=args.breaker_reset_s),
-        )
+    cloud = cloud_config(args, manifest)
     from lepton_hls import __version__
 
     interval_s = getattr(args, "health_interval_ms", 500) / 1e3
@@ -163,12 +154,79 @@ def gateway_config(args, policy=None, package_dir: str | None = None):
     )
 
 
+def cloud_config(args, manifest=None):
+    """The cloud client's settings (None without --cloud); with a manifest, the contract the cloud model must
+    match (cloud_contract.py)."""
+    from lepton_host.serving.breaker import BreakerConfig
+    from lepton_host.serving.cloud_client import CloudConfig
+    from lepton_host.serving.cloud_contract import ModelContract
+
+    if not args.cloud:
+        return None
+    return CloudConfig(
+        url=args.cloud, model=args.cloud_model, read_timeout_s=args.cloud_timeout_ms / 1e3,
+        retries=args.cloud_retries, hedge_percentile=args.hedge_percentile, binary=not args.cloud_json,
+        token=os.environ.get(CLOUD_TOKEN_ENV),
+        breaker=BreakerConfig(failure_threshold=args.breaker_failures, reset_timeout_s=args.breaker_reset_s),
+        contract=None if manifest is None else ModelContract.from_manifest(manifest),
+    )
+
+
+def check_cloud_at_start(args) -> tuple[bool, list[str]]:
+    """Compare the cloud model with the package before serving -> (checked, warnings to print). A cloud model that
+    does not match ends the start (CloudContractError, naming the cloud without credentials); an unreachable
+    cloud is checked on first contact instead."""
+    if not args.cloud:
+        return False, []
+    import asyncio
+
+    from lepton_host.manifest import load_manifest
+    from lepton_host.serving.cloud_client import CloudClient, redact_url
+    from lepton_host.serving.cloud_contract import CloudContractError
+    from lepton_host.serving.errors import UpstreamError
+
+    manifest = load_manifest(args.package, verify=False)  # the artifacts are checked when the gateway opens them
+    config = cloud_config(args, manifest)
+
+    async def check() -> list[str]:
+        client = CloudClient(config, manifest.model.name, manifest.input.name, manifest.output.name)
+        try:
+            return await client.check_contract()
+        finally:
+            await client.close()
+
+    try:
+        return True, asyncio.run(check())
+    except CloudContractError as e:
+        raise e.at(redact_url(args.cloud)) from None
+    except UpstreamError as e:
+        return False, [f"cloud contract not checked at start: {e}; checked on first contact"]
+
+
+def version_opener_with_contract(base, engine: str, metrics, overrides: dict):
+    """node.version_opener, with each version's own manifest as the contract its cloud client checks."""
+    import dataclasses
+
+    from lepton_host.serving.cloud_contract import ModelContract
+    from lepton_host.serving.node import version_opener
+
+    if base.cloud is None:
+        return version_opener(base, engine, metrics, overrides)
+
+    def open_version(admitted, target: str, audit_all: bool):
+        cloud = dataclasses.replace(base.cloud, contract=ModelContract.from_manifest(admitted.manifest))
+        return version_opener(dataclasses.replace(base, cloud=cloud), engine, metrics, overrides)(
+            admitted, target, audit_all)
+
+    return open_version
+
+
 def build_node(args):
     """-> (app, node) for `serve --repository REPO`."""
     from lepton_host.backends import real_board_available
     from lepton_host.model_repository import Trust
     from lepton_host.serving.metrics import ServingMetrics
-    from lepton_host.serving.node import EdgeNode, NodeOptions, version_opener
+    from lepton_host.serving.node import EdgeNode, NodeOptions
     from lepton_host.serving.node_app import create_node_app
 
     from ._target import resolve_target
@@ -183,8 +241,8 @@ def build_node(args):
                           canary_soak_s=args.canary_soak_s, canary_min_requests=args.canary_min_requests,
                           canary_max_error_rate=args.canary_max_error_rate,
                           canary_max_audit_mismatches=args.canary_max_mismatches)
-    node = EdgeNode(args.repository, trust, version_opener(base, engine, metrics, routing_overrides(args)), options,
-                    metrics)
+    opener = version_opener_with_contract(base, engine, metrics, routing_overrides(args))
+    node = EdgeNode(args.repository, trust, opener, options, metrics)
     return create_node_app(node, base.server), node
 
 
@@ -225,16 +283,21 @@ def _run_package(args) -> int:
 
     sock = bind(args.host, args.port)  # before the announcement: a port in use is one error line
     try:
+        contract_checked, cloud_warnings = check_cloud_at_start(args)  # before the board opens
         app, service, backend = build_gateway(args)
     except BaseException:
         sock.close()
         raise
+    if contract_checked:
+        service.cloud.accept_contract(cloud_warnings)
     where = f"http://{args.host}:{sock.getsockname()[1]}"
     cloud = redact_url(args.cloud) if args.cloud else "none"
     print(f"lepton-hls serve: {service.name} on {where}/v2/models/{service.name} "
           f"(edge: {backend.name}; cloud: {cloud}; routing: {service.router.policy.to_dict()})")
     if service.audit_note:
         print(f"lepton-hls serve: warning: {service.audit_note}")
+    for warning in cloud_warnings:
+        print(f"lepton-hls serve: warning: {warning}", flush=True)
     if service.fault_schedule is not None:
         print("lepton-hls serve: fault schedule: " + "; ".join(f.spec for f in service.fault_schedule.faults))
     try:

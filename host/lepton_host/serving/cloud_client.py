@@ -10,12 +10,18 @@ through: JSON for a while, then binary is tried again).
 
 What the gateway's callers see of the cloud says "the cloud", never its address or credentials; credentials
 in the URL (`http://user:secret@host`) travel as HTTP basic auth and are kept out of every message.
+
+Before its first inference the client compares the cloud's model metadata with the package's contract
+(cloud_contract.py) unless that was done already (`lepton-hls serve` checks at start): a cloud model that does
+not match then fails every call with CloudContractError, which the gateway answers from the edge. That verdict
+is about the model, not the cloud's health, so it leaves the circuit breaker alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -24,11 +30,14 @@ import httpx
 import numpy as np
 
 from .breaker import STATE_VALUE, BreakerConfig, CircuitBreaker
+from .cloud_contract import CloudContractError, ModelContract, UnreadableMetadata, check
 from .errors import DeadlineExceeded, Unavailable, UpstreamError
 from .metrics import ServingMetrics
 from .oip import HEADER_LENGTH, Tensor, decode_infer_response, encode_infer_request, error_message
 
 RETRYABLE_STATUS = (429, 500, 502, 503, 504)
+NO_METADATA_STATUS = (404, 405, 501)  # to a metadata request of a server that answers inferences: it states none
+log = logging.getLogger("lepton_hls.edge.cloud")
 
 
 @dataclass
@@ -48,6 +57,7 @@ class CloudConfig:
     token: str | None = None
     breaker: BreakerConfig | None = None
     clock: Callable[[], float] = time.monotonic  # the breaker's: a simulation or a test may drive its own
+    contract: ModelContract | None = None  # what the cloud model must match (None: not checked)
 
 
 def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -101,6 +111,10 @@ class CloudClient:
         self._negotiated_at: float | None = None
         self._json_until = 0.0  # the server refused binary tensors that it then took as JSON: JSON until then
         self._latencies: collections.deque[float] = collections.deque(maxlen=200)
+        self._contract_pending = config.contract is not None
+        self._contract_lock = asyncio.Lock()
+        self._mismatch: CloudContractError | None = None
+        self.contract_notes: list[str] = []  # what the cloud's metadata did not state (so was not compared)
         headers = {"authorization": f"Bearer {config.token}"} if config.token else {}
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s),
@@ -137,10 +151,67 @@ class CloudClient:
         except httpx.HTTPError:
             return False
 
+    # ---- the contract ------------------------------------------------------------------------------------
+    async def check_contract(self, expected: ModelContract | None = None) -> list[str]:
+        """Compare the cloud model's metadata with `expected` (default: the configured contract). Raises
+        CloudContractError when it differs, UpstreamError when the cloud gives no metadata (unreachable, an
+        error status); returns notes on what it does not state. The verdict holds for this client's calls."""
+        expected = expected or self.config.contract
+        if expected is None:
+            return []
+        try:
+            r = await self._client.get(f"{self.base}/v2/models/{self.model}")
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"the cloud is unreachable ({type(e).__name__})", None) from None
+        except (AttributeError, OSError) as e:  # a pooled connection closed under anyio: see _attempt
+            raise UpstreamError(f"the cloud connection broke ({type(e).__name__})", None) from None
+        if r.status_code != 200:
+            msg = self._scrub(error_message(r.content, r.reason_phrase))
+            raise UpstreamError(f"the cloud answered {r.status_code} for the model metadata: {msg}", r.status_code)
+        try:
+            cloud = ModelContract.from_metadata(r.json(), expected.input_name, expected.output_name)
+            notes = check(expected, cloud, self.model)
+        except ValueError as e:  # UnreadableMetadata, or a body that is not JSON
+            reason = str(e) if isinstance(e, UnreadableMetadata) else "not JSON"
+            notes = [f"the cloud model {self.model!r} metadata is unreadable ({reason}); not compared"]
+        except CloudContractError as e:
+            self._mismatch, self._contract_pending = e, False
+            raise
+        self.accept_contract(notes)
+        return notes
+
+    def accept_contract(self, notes=()) -> None:
+        """The contract was checked and held (by this client or, at start, by another one for the same cloud)."""
+        self._mismatch, self._contract_pending = None, False
+        self.contract_notes = list(notes)
+
+    async def _contract_before_first_call(self) -> None:
+        async with self._contract_lock:
+            if self._contract_pending:
+                try:
+                    for note in await self.check_contract():
+                        log.warning(note)
+                except UpstreamError as e:
+                    if e.upstream_status not in NO_METADATA_STATUS:
+                        return  # no metadata now; the request itself reports why, and the next call asks again
+                    note = f"the cloud model {self.model!r} states no model metadata ({e}); not compared"
+                    log.warning(note)
+                    self.accept_contract([note])
+                except CloudContractError as e:
+                    log.error("%s; the cloud is not called (the edge answers where the routing allows it)", e)
+                    raise
+            self._raise_if_mismatched()
+
+    def _raise_if_mismatched(self) -> None:
+        if self._mismatch is not None:
+            raise CloudContractError(self._mismatch.model, self._mismatch.differences)
+
     # ---- one inference ----------------------------------------------------------------------------------
     async def predict(self, x: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
         """Raw features (N, ...) -> the cloud model's first output as float64. Raises Unavailable (breaker
-        open), DeadlineExceeded, or UpstreamError with the server's own message."""
+        open), DeadlineExceeded, UpstreamError with the server's own message, or CloudContractError (the cloud
+        model does not match the package's)."""
+        self._raise_if_mismatched()
         if not self.breaker.allow():
             raise Unavailable(
                 f"the cloud is failing; circuit breaker open for another {self.breaker.retry_after_s():.1f} s"
@@ -151,7 +222,7 @@ class CloudClient:
                                    or time.monotonic() - self._negotiated_at > self.config.binary_reprobe_s):
             await self._negotiate()
         try:
-            coro = self._with_retries(np.ascontiguousarray(x, dtype=np.float32))
+            coro = self._checked_then_sent(np.ascontiguousarray(x, dtype=np.float32))
             y = await (asyncio.wait_for(coro, timeout_s) if timeout_s is not None else coro)
         except asyncio.TimeoutError:
             if timeout_s >= self.config.read_timeout_s:
@@ -161,6 +232,9 @@ class CloudClient:
                 # (a client sending tiny timeouts must not open the breaker for everyone).
                 self.breaker.release_probe()
             raise DeadlineExceeded(f"the cloud did not answer within {timeout_s:.3g} s") from None
+        except CloudContractError:
+            self.breaker.release_probe()  # a verdict on the model, not on the cloud's health
+            raise
         except UpstreamError as e:
             if e.server_fault:
                 self.breaker.record_failure()
@@ -176,6 +250,11 @@ class CloudClient:
         if self.metrics is not None:
             self.metrics.cloud_latency.labels(self.model).observe(elapsed)
         return y
+
+    async def _checked_then_sent(self, x: np.ndarray) -> np.ndarray:
+        if self._contract_pending:
+            await self._contract_before_first_call()
+        return await self._with_retries(x)
 
     async def _with_retries(self, x: np.ndarray) -> np.ndarray:
         attempt = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .cloud_contract import classes_parameter
 from .errors import NotFound
 from .metrics import CONTENT_TYPE_LATEST
 from .model_service import ModelService, ServerOptions
@@ -22,6 +23,15 @@ def check_model(service: ModelService, request: Request) -> None:
     version = request.path_params.get("version")
     if version is not None and version != service.version:
         raise NotFound(f"model {service.name!r} has no version {version!r} (only {service.version!r})")
+
+
+def classes_of(service) -> tuple[str, ...]:
+    """A classifier's class order: the service's own `classes` (the cloud server's model), else its package's."""
+    classes = getattr(service, "classes", None)
+    if classes is None:
+        manifest = getattr(service, "manifest", None)
+        classes = manifest.model.classes if manifest is not None else ()
+    return tuple(classes or ())
 
 
 def readiness_of(service) -> dict:
@@ -76,12 +86,15 @@ class InfoRoutes:
 
     async def model_metadata(self, request: Request) -> Response:
         s = await self.models.resolve(request)
+        output = {"name": s.output.name, "datatype": s.output.datatype, "shape": [-1, *s.output.shape]}
+        # the class order lets a peer check that it reads the answers the way they are meant (cloud_contract.py)
+        parameters = classes_parameter(classes_of(s))
         return JSONResponse({
             "name": s.name,
             "versions": list(getattr(s, "versions", None) or [s.version]),
             "platform": s.platform,
             "inputs": [{"name": s.input.name, "datatype": s.input.datatype, "shape": [-1, *s.input.shape]}],
-            "outputs": [{"name": s.output.name, "datatype": s.output.datatype, "shape": [-1, *s.output.shape]}],
+            "outputs": [{**output, "parameters": parameters} if parameters else output],
         })
 
     async def model_ready(self, request: Request) -> Response:
