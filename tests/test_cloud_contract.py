@@ -282,6 +282,16 @@ def test_a_mismatch_found_on_first_contact_leaves_the_answers_to_the_edge(packag
         assert gateway.cloud.breaker.state == "closed"
 
 
+def test_models_without_classes_state_none():
+    autoencoder = shared_package("autoencoder")
+    server, service = cloud(autoencoder)
+    try:
+        output = httpx.get(f"{server.url}/v2/models/{service.name}").json()["outputs"][0]
+        assert output["shape"] == [-1, 8] and "parameters" not in output
+    finally:
+        server.stop()
+
+
 # ---- reading other servers' metadata ----------------------------------------------------------------------
 
 
