@@ -138,7 +138,7 @@ def check_preprocessing(model, input_shape) -> None:
         pre = getattr(model, "preprocessing", None)
         sizes = f" ({len(pre.mean)} means, {len(pre.scale)} scales)" if pre is not None else ""
         raise PreprocessingMismatch(f"the preprocessing{sizes} does not fit the input shape {tuple(input_shape)}: "
-                                    f"{str(e).splitlines()[0]}") from None
+                                    f"{str(e).splitlines()[0].strip()}") from None
 
 
 def create_cloud_server(package_dir: str | os.PathLike, config: CloudServerConfig | None = None):
