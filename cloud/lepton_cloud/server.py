@@ -21,6 +21,8 @@ from lepton_host.serving.batcher import BatcherConfig, DynamicBatcher
 from lepton_host.serving.errors import DeadlineExceeded
 from lepton_host.serving.metrics import ServingMetrics
 from lepton_host.serving.oip import InferRequest
+from lepton_host.serving.schedule_policy import priority_of
+from lepton_host.serving.statistics import ModelStatistics
 
 from .served_model import ModelChoice, ModelLoadError, ServedModel, load_keras_model, load_served_model
 
@@ -96,6 +98,7 @@ class CloudModelService:
         self.max_queue_delay_s = self.config.batcher.max_queue_delay_s
         self.request_timeout_s = self.config.request_timeout_s
         self.metrics = ServingMetrics("lepton_cloud")
+        self.statistics = ModelStatistics()
         self.model = model or KerasModel(package_dir, self.manifest, self.config.device, self.config.model)
         served = getattr(self.model, "served", None)
         self.platform = served.platform if served is not None else "tensorflow_keras"
@@ -105,6 +108,7 @@ class CloudModelService:
         self.batcher = DynamicBatcher(self.model, self.config.batcher, name="cloud", on_batch=self._on_batch)
 
     def _on_batch(self, n: int, queue_s: float, compute_s: float) -> None:
+        self.statistics.executed(n, compute_s)
         self.metrics.child(self.metrics.batch_size, self.name).observe(n)
         self.metrics.child(self.metrics.compute_latency, self.name).observe(compute_s)
 
@@ -119,10 +123,11 @@ class CloudModelService:
 
     async def infer(self, x: np.ndarray, request: InferRequest, timeout_s: float) -> tuple[np.ndarray, dict]:
         try:
-            res = await asyncio.wait_for(self.batcher.submit(x), timeout_s)
+            res = await asyncio.wait_for(self.batcher.submit(x, priority_of(request.parameters)), timeout_s)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"no answer within the request timeout of {timeout_s:.3g} s") from None
         self.metrics.child(self.metrics.queue_latency, self.name).observe(res.queue_s)
+        self.statistics.batched(res.queue_s, res.compute_s)
         self.metrics.child(self.metrics.inferences, self.name, "cloud", "model").inc()
         return res.y, {"served_by": "cloud", "device": getattr(self.model, "device", "")}
 

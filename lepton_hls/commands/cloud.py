@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="TensorFlow device, e.g. /GPU:0 (default: first GPU, else CPU)")
     p.add_argument("--max-batch-size", type=int, default=256)
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    p.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
+                   help="every request runs alone, never batched with another")
     p.add_argument("--max-queue", type=int, default=512)
     m = p.add_argument_group("another model (its input and output shapes must be the package's)")
     m.add_argument("--model", metavar="MODEL", default=None,
@@ -90,7 +92,7 @@ def run(args) -> int:
     sock = bind(args.host, args.port)  # before the model loads and anything is announced
     config = CloudServerConfig(
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
-                              max_queue_size=args.max_queue, compute_timeout_s=10.0),
+                              max_queue_size=args.max_queue, compute_timeout_s=10.0, dynamic=args.dynamic_batching),
         device=args.device,
         model=choice,
         server=ServerOptions(server_name="lepton-hls-cloud", server_version=__version__,

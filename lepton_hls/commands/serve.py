@@ -42,7 +42,11 @@ def register(subparsers) -> None:
     add_target_arguments(p, legacy="--board")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch-size", type=int, default=64)
-    g.add_argument("--max-queue-delay-ms", type=float, default=0.5)
+    g.add_argument("--max-queue-delay-ms", type=float, default=0.5,
+                   help="how long a request may wait for company (0: no wait, but queued requests still share "
+                   "a batch)")
+    g.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
+                   help="every request runs alone on the backend, never batched with another")
     g.add_argument("--max-queue", type=int, default=256, help="requests waiting before new ones are refused")
     g.add_argument("--timeout-ms", type=float, default=5000, help="per-request timeout")
     g.add_argument("--edge-timeout-ms", type=float, default=1000, help="a board call longer than this is a hang")
@@ -142,7 +146,7 @@ def gateway_config(args, policy=None, package_dir: str | None = None, manifest=N
     return GatewayConfig(
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
                               max_queue_size=args.max_queue, compute_timeout_s=args.edge_timeout_ms / 1e3,
-                              inline_max_s=args.inline_max_ms / 1e3),
+                              inline_max_s=args.inline_max_ms / 1e3, dynamic=args.dynamic_batching),
         policy=policy or RoutingPolicy(), cloud=cloud, request_timeout_s=args.timeout_ms / 1e3,
         health_interval_s=interval_s, package_dir=package_dir,
         monitor=MonitorConfig(probe_failures=getattr(args, "probe_failures", 3), probe_timeout_s=max(interval_s, 0.2)),

@@ -21,6 +21,7 @@ import numpy as np
 from lepton_host.errors import LeptonError
 
 from .errors import EdgeUnavailable, Overloaded
+from .schedule_policy import DEFAULT_PRIORITY
 
 
 @dataclass
@@ -34,6 +35,9 @@ class BatcherConfig:
     # (where a hang cannot block the server) for `inline_cooldown_s`. 0 disables.
     inline_max_s: float = 0.002
     inline_cooldown_s: float = 5.0
+    # False: every request runs alone (no coalescing, whatever is queued); `max_batch_size` then only caps
+    # nothing, and the model configuration states no dynamic batching.
+    dynamic: bool = True
 
 
 @dataclass
@@ -45,13 +49,14 @@ class BatchResult:
 
 
 class _Item:
-    __slots__ = ("x", "n", "future", "enqueued")
+    __slots__ = ("x", "n", "future", "enqueued", "priority")
 
-    def __init__(self, x: np.ndarray, future: asyncio.Future):
+    def __init__(self, x: np.ndarray, future: asyncio.Future, priority: int):
         self.x = x
         self.n = x.shape[0]
         self.future = future
         self.enqueued = time.perf_counter()
+        self.priority = priority  # 1 is the highest (schedule_policy.py)
 
 
 class _Ran:
@@ -118,7 +123,8 @@ class DynamicBatcher:
         """How long new work would queue before its own batch starts: the batches ahead of it (full ones of
         what is queued, plus the one in flight) times the recent per-batch compute time. An idle backend has
         no wait, so it is always tried again and its compute estimate stays current."""
-        batches_ahead = self._queued_rows // self.config.max_batch_size
+        batches_ahead = (self._queued_rows // self.config.max_batch_size if self.config.dynamic
+                         else len(self._queue))
         in_flight = 1 if self._busy_since is not None else 0
         return (batches_ahead + in_flight) * self._compute_ewma_s
 
@@ -134,9 +140,10 @@ class DynamicBatcher:
         finally:
             self._exclusive -= 1
 
-    def submit(self, x: np.ndarray) -> asyncio.Future:
-        """Queue `x` (N, ...) and return a future of BatchResult. Raises Overloaded when the queue is full and
-        EdgeUnavailable when the backend is stalled."""
+    def submit(self, x: np.ndarray, priority: int = DEFAULT_PRIORITY) -> asyncio.Future:
+        """Queue `x` (N, ...) behind the requests of its priority or a higher one, and return a future of
+        BatchResult. Raises Overloaded when the queue is full and EdgeUnavailable when the backend is
+        stalled."""
         if self.stalled:
             raise EdgeUnavailable(
                 f"{self.name} backend has not answered for {self.config.compute_timeout_s:.3g} s (hung?)"
@@ -146,7 +153,15 @@ class DynamicBatcher:
                 f"{self.name} queue is full ({self.config.max_queue_size} requests waiting); retry later"
             )
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(x, fut))
+        item = _Item(x, fut, priority)
+        q = self._queue
+        if not q or q[-1].priority <= priority:  # the common case: one level, or the lowest
+            q.append(item)
+        else:
+            i = len(q)
+            while i > 0 and q[i - 1].priority > priority:
+                i -= 1
+            q.insert(i, item)
         self._queued_rows += x.shape[0]
         self._wakeup.set()
         return fut
@@ -158,7 +173,7 @@ class DynamicBatcher:
         cfg = self.config
         if (self._queue or self._busy_since is not None or self._exclusive
                 or not 0 < self._compute_ewma_s < cfg.inline_max_s
-                or (cfg.max_queue_delay_s > 0 and x.shape[0] < cfg.max_batch_size)):
+                or (cfg.dynamic and cfg.max_queue_delay_s > 0 and x.shape[0] < cfg.max_batch_size)):
             return None
         start = time.perf_counter()
         if start < self._inline_blocked_until:
@@ -207,6 +222,8 @@ class DynamicBatcher:
             self._wakeup.clear()
             await self._wakeup.wait()
         batch, rows = [first], first.n
+        if not self.config.dynamic:
+            return batch
         cap = self.config.max_batch_size
         deadline = first.enqueued + self.config.max_queue_delay_s
         timer = None

@@ -34,6 +34,8 @@ from .errors import DeadlineExceeded, ServingError, Unavailable
 from .metrics import ServingMetrics
 from .oip import InferRequest
 from .plan_executor import Outcome, execute
+from .schedule_policy import DEFAULT_PRIORITY, priority_of
+from .statistics import ModelStatistics
 
 
 @dataclass
@@ -72,6 +74,7 @@ class EdgeService:
         self.request_timeout_s = config.request_timeout_s
         # A repository node's versions share one registry; a single-package gateway has its own.
         self.metrics = metrics or ServingMetrics("lepton_gateway")
+        self.statistics = ModelStatistics()
         self.router = R.Router(config.policy, manifest)
         self.batcher = DynamicBatcher(backend.predict, config.batcher, name="edge", on_batch=self._on_batch)
         self.cloud: CloudClient | None = None
@@ -203,6 +206,7 @@ class EdgeService:
         return out
 
     def _on_batch(self, n: int, queue_s: float, compute_s: float) -> None:
+        self.statistics.executed(n, compute_s)
         self.metrics.child(self.metrics.batch_size, self.name).observe(n)
         self.metrics.child(self.metrics.compute_latency, self.name).observe(compute_s)
 
@@ -212,7 +216,7 @@ class EdgeService:
         x_pre = self.manifest.preprocessing.apply(x)
         self.metrics.child(self.metrics.queue_depth, self.name).set(self.batcher.depth)
         plan = self.router.plan(x_pre, self.edge_healthy, self.batcher.estimated_wait_s(), self.cloud is not None)
-        outcome = await execute(plan, self, x, x_pre, deadline, self.output.shape)
+        outcome = await execute(plan, self, x, x_pre, deadline, self.output.shape, priority_of(request.parameters))
         return outcome.y, self._account(outcome)
 
     def _account(self, outcome: Outcome) -> dict:
@@ -268,12 +272,13 @@ class EdgeService:
     def queue_full(self) -> None:
         self.metrics.child(self.metrics.rejected, "queue_full").inc()
 
-    async def run_edge(self, x: np.ndarray, deadline: float) -> np.ndarray:
+    async def run_edge(self, x: np.ndarray, deadline: float, priority: int = DEFAULT_PRIORITY) -> np.ndarray:
         res = self.batcher.try_direct(x)
         if res is not None:
             self.metrics.child(self.metrics.queue_latency, self.name).observe(0.0)
+            self.statistics.batched(0.0, res.compute_s)
             return res.y
-        fut = self.batcher.submit(x)
+        fut = self.batcher.submit(x, priority)
         remaining = deadline - time.perf_counter()
         try:
             res = await asyncio.wait_for(fut, max(remaining, 1e-4))
@@ -286,6 +291,7 @@ class EdgeService:
             fut.cancel()  # the caller went away: the batcher skips it
             raise
         self.metrics.child(self.metrics.queue_latency, self.name).observe(res.queue_s)
+        self.statistics.batched(res.queue_s, res.compute_s)
         return res.y
 
     async def run_cloud(self, x: np.ndarray, deadline: float) -> np.ndarray:

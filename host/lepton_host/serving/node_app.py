@@ -62,6 +62,9 @@ class NodeModels:
     def readiness(self) -> dict:
         return {"models": {n: m.readiness() for n, m in self.node.models.items()}}
 
+    def all_services(self) -> list:
+        return [m for m in self.node.models.values() if m.serving is not None]
+
     async def start(self) -> None:
         await self.node.start()
 

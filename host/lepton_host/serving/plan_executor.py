@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import DeadlineExceeded, Overloaded, ServingError, Unavailable
 from .routing import CLOUD_DOWN, EDGE_FAILED, RoutePlan
+from .schedule_policy import DEFAULT_PRIORITY
 
 
 class Paths(Protocol):
@@ -27,7 +28,7 @@ class Paths(Protocol):
 
     def edge_down_detail(self) -> str: ...
 
-    async def run_edge(self, x: np.ndarray, deadline: float) -> np.ndarray: ...
+    async def run_edge(self, x: np.ndarray, deadline: float, priority: int = DEFAULT_PRIORITY) -> np.ndarray: ...
 
     async def run_cloud(self, x: np.ndarray, deadline: float) -> np.ndarray: ...
 
@@ -50,17 +51,19 @@ class Outcome:
 
 
 async def execute(plan: RoutePlan, paths: Paths, x: np.ndarray, x_pre: np.ndarray, deadline: float,
-                  output_shape: tuple[int, ...]) -> Outcome:
-    """Answer raw features `x` (preprocessed: `x_pre`) as `plan` says, by `deadline` (perf_counter time)."""
-    run = _Run(plan, paths, x, x_pre, deadline, output_shape)
+                  output_shape: tuple[int, ...], priority: int = DEFAULT_PRIORITY) -> Outcome:
+    """Answer raw features `x` (preprocessed: `x_pre`) as `plan` says, by `deadline` (perf_counter time);
+    `priority` orders its edge work in the batching queue."""
+    run = _Run(plan, paths, x, x_pre, deadline, output_shape, priority)
     await run.all_steps()
     return Outcome(run.y, run.served, run.reasons, run.degraded, run.cloud_err)
 
 
 class _Run:
     def __init__(self, plan: RoutePlan, paths: Paths, x: np.ndarray, x_pre: np.ndarray, deadline: float,
-                 output_shape: tuple[int, ...]):
+                 output_shape: tuple[int, ...], priority: int = DEFAULT_PRIORITY):
         self.plan, self.paths, self.x, self.x_pre, self.deadline = plan, paths, x, x_pre, deadline
+        self.priority = priority
         n = x.shape[0]
         self.y = np.empty((n, *output_shape), dtype=np.float64)
         self.served = np.zeros(n, dtype="U5")
@@ -101,7 +104,7 @@ class _Run:
 
     async def _edge_then_cascade(self, idx: np.ndarray) -> None:
         x = self.x if idx.size == self.x.shape[0] else self.x[idx]
-        ye = await self.paths.run_edge(x, self.deadline)
+        ye = await self.paths.run_edge(x, self.deadline, self.priority)
         self.paths.audit(x, ye)
         self.y[idx] = ye
         self.served[idx] = "edge"
@@ -151,7 +154,7 @@ class _Run:
             raise Unavailable(f"no path could answer: {self._edge_note()}; cloud: {e}") from None
         x = self.x[idx]
         try:
-            self.y[idx] = await self.paths.run_edge(x, self.deadline)
+            self.y[idx] = await self.paths.run_edge(x, self.deadline, self.priority)
         except DeadlineExceeded:
             raise
         except ServingError as ee:

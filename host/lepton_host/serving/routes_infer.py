@@ -5,6 +5,7 @@ service within the request's timeout, and encoded in the form the caller asked f
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 
 import numpy as np
@@ -15,6 +16,7 @@ from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMedi
 from .middleware import BODY_READ
 from .model_service import ModelService, ServerOptions
 from .oip import FLOAT_TYPES, HEADER_LENGTH, InferRequest, Tensor, encode_infer_response, parse_infer_request
+from .schedule_policy import priority_of, timeout_of
 
 FP32_MAX = float(np.finfo(np.float32).max)
 # Content-Encoding -> zlib wbits (tritonclient's request_compression_algorithm sends gzip or zlib "deflate").
@@ -28,6 +30,19 @@ class InferRoute:
 
     async def infer(self, request: Request) -> Response:
         s = await self.models.resolve(request, for_infer=True)
+        stats = getattr(s, "statistics", None)
+        if stats is None:
+            return (await self._infer(s, request))[0]
+        start = time.perf_counter()
+        try:
+            response, n = await self._infer(s, request)
+        except BaseException:
+            stats.request_done(False, 0, time.perf_counter() - start)
+            raise
+        stats.request_done(True, n, time.perf_counter() - start)
+        return response
+
+    async def _infer(self, s: ModelService, request: Request) -> tuple[Response, int]:
         body = await read_body(request, self.options)
         req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
         x = validate(s, self.options, req)
@@ -37,7 +52,7 @@ class InferRoute:
         out = Tensor(s.output.name, s.output.datatype, y)
         body, headers = encode_infer_response(s.name, [out], [req.wants_binary(s.output.name)], req.id, version,
                                               params)
-        return Response(body, headers=headers)
+        return Response(body, headers=headers), x.shape[0]
 
 
 async def read_body(request: Request, opts: ServerOptions) -> bytes:
@@ -118,6 +133,7 @@ def validate(service: ModelService, opts: ServerOptions, req: InferRequest) -> n
         raise BadRequest(f"input {t.name!r} holds NaN or Inf; the model needs finite values")
     if t.data.dtype == np.float64 and spec.datatype == "FP32" and np.abs(t.data).max() > FP32_MAX:
         raise BadRequest(f"input {t.name!r} holds FP64 values beyond the FP32 range the model takes")
+    priority_of(req.parameters)  # a bad priority is the caller's error, whichever service answers
     if req.outputs:
         for o in req.outputs:
             if o.name != service.output.name:
@@ -126,11 +142,5 @@ def validate(service: ModelService, opts: ServerOptions, req: InferRequest) -> n
 
 
 def request_timeout_s(service: ModelService, req: InferRequest) -> float:
-    """The service's timeout, or Triton's per-request `timeout` parameter (microseconds) when shorter."""
-    timeout = service.request_timeout_s
-    if "timeout" in req.parameters:
-        try:
-            timeout = min(timeout, max(1e-3, float(req.parameters["timeout"]) / 1e6))
-        except (TypeError, ValueError):
-            raise BadRequest("parameters.timeout must be a number of microseconds") from None
-    return timeout
+    """The service's timeout, or the request's own `timeout` (schedule_policy.py) when shorter."""
+    return timeout_of(service.request_timeout_s, req.parameters)

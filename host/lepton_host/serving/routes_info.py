@@ -10,9 +10,11 @@ from .cloud_contract import classes_parameter
 from .errors import NotFound
 from .metrics import CONTENT_TYPE_LATEST
 from .model_service import ModelService, ServerOptions
+from .schedule_policy import dynamic_batching_config
+from .statistics import ModelStatistics
 
 TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "FP16": "TYPE_FP16"}
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "schedule_policy", "parameters"]
 
 
 def check_model(service: ModelService, request: Request) -> None:
@@ -32,6 +34,12 @@ def classes_of(service) -> tuple[str, ...]:
         manifest = getattr(service, "manifest", None)
         classes = manifest.model.classes if manifest is not None else ()
     return tuple(classes or ())
+
+
+def statistics_of(service) -> dict:
+    """One model's entry in Triton's statistics response (all zero for a service that keeps none)."""
+    stats = getattr(service, "statistics", None) or ModelStatistics()
+    return stats.to_triton(service.name, str(service.version))
 
 
 def readiness_of(service) -> dict:
@@ -60,6 +68,9 @@ class SingleModel:
 
     def readiness(self) -> dict:
         return readiness_of(self.service)
+
+    def all_services(self) -> list:
+        return [self.service]
 
     async def start(self) -> None:
         await self.service.start()
@@ -104,18 +115,30 @@ class InfoRoutes:
 
     async def model_config(self, request: Request) -> Response:
         s = await self.models.resolve(request)
-        return JSONResponse({
+        batcher = getattr(s, "batcher", None)
+        # Triton's max_batch_size is what one request may carry; the batcher's own cap is its preferred size.
+        config = {
             "name": s.name,
             "platform": s.platform,
-            "max_batch_size": s.max_batch_size,
+            "max_batch_size": self.options.max_request_rows,
             "input": [{"name": s.input.name, "data_type": TRITON_TYPES[s.input.datatype],
                        "dims": list(s.input.shape)}],
             "output": [{"name": s.output.name, "data_type": TRITON_TYPES[s.output.datatype],
                         "dims": list(s.output.shape)}],
-            "dynamic_batching": {"max_queue_delay_microseconds": int(s.max_queue_delay_s * 1e6)},
             "version_policy": getattr(s, "version_policy", None) or (
                 {"specific": {"versions": [int(s.version)]}} if s.version.isdigit() else {"latest": {"num_versions": 1}}),
-        })
+        }
+        batching = dynamic_batching_config(batcher.config if batcher is not None else None, s.request_timeout_s)
+        if batching is not None:
+            config["dynamic_batching"] = batching
+        return JSONResponse(config)
+
+    async def model_stats(self, request: Request) -> Response:
+        s = await self.models.resolve(request)
+        return JSONResponse({"model_stats": [statistics_of(s)]})
+
+    async def all_stats(self, request: Request) -> Response:
+        return JSONResponse({"model_stats": [statistics_of(s) for s in self.models.all_services()]})
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.models.metrics.render(), media_type=CONTENT_TYPE_LATEST)
