@@ -37,7 +37,7 @@ def _pre_softmax(model):
 
 
 def test_names_and_entries():
-    assert zoo.names("edge") == ["anomaly_ae", "digits_cnn", "jet_tagger"]
+    assert zoo.names("edge") == ["anomaly_ae", "cancer_mlp", "digits_cnn", "jet_tagger"]
     assert set(zoo.names()) == set(zoo.names("edge")) | set(zoo.names("cloud"))
     for name in zoo.names():
         m = zoo.get(name)

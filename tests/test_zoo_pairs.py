@@ -8,18 +8,24 @@ import pytest
 
 from lepton_hls import zoo
 
-PAIRS = [("digits_cnn", "digits_cloud")]
-
-
-def _accuracy(m: zoo.ZooModel) -> float:
-    x, y = m.eval_data()
-    return float((m.load_keras().predict(m.preprocessing.apply(x), verbose=0).argmax(1) == y).mean())
+PAIRS = [("digits_cnn", "digits_cloud"), ("cancer_mlp", "cancer_cloud")]
 
 
 @pytest.fixture(scope="module")
-def measured() -> dict:
-    """Accuracy of every paired model, run from its shipped files on its held-out split (loaded once)."""
-    return {name: _accuracy(zoo.get(name)) for pair in PAIRS for name in pair}
+def loaded() -> dict:
+    """Every paired model loaded once from its shipped files, by name."""
+    return {name: zoo.get(name).load_keras() for pair in PAIRS for name in pair}
+
+
+@pytest.fixture(scope="module")
+def measured(loaded) -> dict:
+    """Accuracy of every paired model on its held-out split."""
+    out = {}
+    for name, model in loaded.items():
+        m = zoo.get(name)
+        x, y = m.eval_data()
+        out[name] = float((model.predict(m.preprocessing.apply(x), verbose=0).argmax(1) == y).mean())
+    return out
 
 
 def test_the_pairs_are_the_catalogued_ones():
@@ -44,9 +50,9 @@ def test_partners_share_what_a_caller_feeds_them(edge_name, cloud_name):
 
 
 @pytest.mark.parametrize("edge_name,cloud_name", PAIRS)
-def test_cloud_model_is_plain_keras_with_a_softmax_over_the_classes(edge_name, cloud_name):
+def test_cloud_model_is_plain_keras_with_a_softmax_over_the_classes(edge_name, cloud_name, loaded):
     cloud = zoo.get(cloud_name)
-    model = cloud.load_keras()
+    model = loaded[cloud_name]
     assert not [layer for layer in model.layers if type(layer).__module__.startswith("qkeras")]
     assert model.layers[-1].get_config().get("activation") == "softmax"  # logits are the layer before it
     assert model.output_shape == (None, len(cloud.classes))
@@ -62,3 +68,20 @@ def test_recorded_accuracies_are_reproduced_and_the_cloud_is_stronger(edge_name,
         assert abs(measured[name] - recorded) <= 1.0 / n + 5e-5, (name, measured[name], recorded)
     assert zoo.get(cloud_name).metrics["test_accuracy"] > zoo.get(edge_name).metrics["test_accuracy"]
     assert measured[cloud_name] > measured[edge_name]
+
+
+def test_breast_cancer_split_and_scaler():
+    from lepton_hls.zoo.cancer_data import train_split
+
+    m = zoo.get("cancer_mlp")
+    x, y = m.eval_data()
+    x_train, y_train = train_split()
+    assert x.shape == (171, 30) and x_train.shape == (398, 30)
+    assert m.classes == ("malignant", "benign")
+    # stratified: both splits hold malignant (0) tumours in the data set's proportion, 212 of 569
+    assert (y == 0).sum() == 64 and (y_train == 0).sum() == 148
+    # the scaler is fitted on the training split only: mean 0 and unit variance there, not on the held-out rows
+    scaled = m.preprocessing.apply(x_train)
+    np.testing.assert_allclose(scaled.mean(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(scaled.std(0), 1.0, atol=1e-9)
+    assert m.preprocessing.kind == "standard" and len(m.preprocessing.mean) == 30

@@ -2,10 +2,10 @@
 
     >>> from lepton_hls import zoo
     >>> zoo.names()
-    ['anomaly_ae', 'digits_cloud', 'digits_cnn', 'jet_tagger']
+    ['anomaly_ae', 'cancer_cloud', 'cancer_mlp', 'digits_cloud', 'digits_cnn', 'jet_tagger']
     >>> m = zoo.get("digits_cnn"); model = m.load_keras(); x, y = m.eval_data(100)
     >>> m.role, m.partner, zoo.names("edge")
-    ('edge', 'digits_cloud', ['anomaly_ae', 'digits_cnn', 'jet_tagger'])
+    ('edge', 'digits_cloud', ['anomaly_ae', 'cancer_mlp', 'digits_cnn', 'jet_tagger'])
 
 Edge models (role "edge") are QKeras models built for the FPGA. A cloud model (role "cloud") is a plain float
 Keras model, never built for hardware: the stronger partner that answers again the samples its edge model is
@@ -19,6 +19,7 @@ TensorFlow is imported only inside the functions that need it, so importing this
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +62,12 @@ class ZooModel:
         """Raw features (before preprocessing) and labels of real evaluation data, or None when none ships.
 
         digits_cnn: the held-out test split of scikit-learn's 8x8 digits (pixels 0..16, shape (n, 8, 8, 1)),
-        the first n of it; digits_cloud the same. anomaly_ae: freshly generated sensor frames, half normal (label 0) and half
-        anomalous (label 1), n in all (default 2000), deterministic in `seed`. jet_tagger: None."""
-        if self.name in ("digits_cnn", "digits_cloud"):
-            from .digits import test_split
-
-            x, y = test_split()
+        the first n of it; digits_cloud the same. cancer_mlp, cancer_cloud: the held-out split of scikit-learn's
+        breast cancer data (30 raw measurements per row, labels 0 malignant, 1 benign), the first n of it.
+        anomaly_ae: freshly generated sensor frames, half normal (label 0) and half anomalous (label 1), n in all
+        (default 2000), deterministic in `seed`. jet_tagger: None."""
+        if self.name in _HELD_OUT_SPLIT:
+            x, y = importlib.import_module(f".{_HELD_OUT_SPLIT[self.name]}", __package__).test_split()
             return (x, y) if n is None else (x[:n], y[:n])
         if self.name == "anomaly_ae":
             from .sensor_data import labelled_frames
@@ -112,6 +113,26 @@ _CATALOGUE = {
             "+ softmax; trained with one-pixel shifts of the training images. Input: pixels 0..16 divided by 16."
         ),
     ),
+    "cancer_mlp": dict(
+        task="classifier",
+        classes=("malignant", "benign"),
+        partner="cancer_cloud",
+        description=(
+            "QKeras MLP 30-8-2 (4-bit weights, quantized_relu(4), softmax) telling malignant from benign breast "
+            "tumours from 30 cell-nucleus measurements (scikit-learn's Wisconsin Diagnostic Breast Cancer data), "
+            "standard-scaled per feature."
+        ),
+    ),
+    "cancer_cloud": dict(
+        task="classifier",
+        classes=("malignant", "benign"),
+        role="cloud",
+        partner="cancer_mlp",
+        description=(
+            "Float Keras MLP 30-128-64-2 (ReLU, dropout 0.5, L2 weight decay, input noise while training; softmax), "
+            "cancer_mlp's stronger cloud partner on the same breast cancer split and preprocessing."
+        ),
+    ),
     "anomaly_ae": dict(
         task="autoencoder",
         classes=(),
@@ -122,6 +143,15 @@ _CATALOGUE = {
             "anomalous when the mean squared error between the scaled input and the output exceeds the threshold."
         ),
     ),
+}
+
+
+# the data module whose test_split() is each model's held-out data
+_HELD_OUT_SPLIT = {
+    "digits_cnn": "digits",
+    "digits_cloud": "digits",
+    "cancer_mlp": "cancer_data",
+    "cancer_cloud": "cancer_data",
 }
 
 

@@ -1,6 +1,6 @@
 """Train the zoo's own models from real or generated data, deterministically, and record their numbers.
 
-    python -m lepton_hls.zoo.train digits_cnn|digits_cloud|anomaly_ae [--out DIR]
+    python -m lepton_hls.zoo.train digits_cnn|digits_cloud|cancer_mlp|cancer_cloud|anomaly_ae [--out DIR]
 
 Writes `<name>.json`, `<name>_weights.h5`, `<name>_preprocessing.json` and the model's entry in `metrics.json`
 (into the zoo directory unless --out is given). In the edge models every layer is quantized (QKeras) and every
@@ -141,6 +141,79 @@ def train_digits_cloud(out_dir: Path) -> dict:
     return _classifier_record(load_qkeras(*paths), DIGITS_PRE, (x_train, y_train), (x_test, y_test))
 
 
+# ---- cancer_mlp, cancer_cloud ------------------------------------------------------------------------------
+# Both halves of the pair read the same preprocessing: a per-feature standard scaler fitted on the training split.
+
+
+def cancer_preprocessing() -> Preprocessing:
+    from .cancer_data import train_split
+
+    x_train, _ = train_split()
+    return Preprocessing(
+        kind="standard",
+        # full precision: some features are around 1e-3, where six decimals would shift them visibly
+        mean=tuple(float(v) for v in x_train.mean(axis=0)),
+        scale=tuple(float(v) for v in x_train.std(axis=0)),
+        note="per-feature standard scaler fitted on the 398-row training split of the breast cancer data",
+    )
+
+
+def build_cancer_mlp():
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits
+
+    # 4-bit weights and a 4-bit ReLU: small enough for a corner of the fabric, which is what makes it the LITTLE
+    wq = quantized_bits(4, 0, alpha=1)
+    inp = tf.keras.Input((30,), name="features")
+    x = QDense(8, kernel_quantizer=wq, bias_quantizer=wq, name="dense")(inp)
+    x = QActivation("quantized_relu(4)", name="relu")(x)
+    x = QDense(2, kernel_quantizer=wq, bias_quantizer=wq, name="logits")(x)
+    out = tf.keras.layers.Activation("softmax", name="softmax")(x)
+    return tf.keras.Model(inp, out, name="cancer_mlp")
+
+
+def build_cancer_cloud():
+    import tensorflow as tf
+
+    layers, l2 = tf.keras.layers, tf.keras.regularizers.l2
+    inp = tf.keras.Input((30,), name="features")
+    x = layers.GaussianNoise(0.3, name="noise")(inp)  # training only: 398 rows, a net this size would memorize them
+    for i, units in enumerate((128, 64), start=1):
+        x = layers.Dense(units, activation="relu", kernel_regularizer=l2(1e-3), name=f"dense{i}")(x)
+        x = layers.Dropout(0.5, name=f"drop{i}")(x)
+    x = layers.Dense(2, kernel_regularizer=l2(1e-3), name="logits")(x)
+    out = layers.Activation("softmax", name="softmax")(x)
+    return tf.keras.Model(inp, out, name="cancer_cloud")
+
+
+def _train_cancer(name: str, model, learning_rate: float, epochs: int, out_dir: Path) -> dict:
+    import tensorflow as tf
+
+    from .cancer_data import test_split, train_split
+
+    x_train, y_train = train_split()
+    x_test, y_test = test_split()
+    pre = cancer_preprocessing()
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    model.fit(pre.apply(x_train), y_train, epochs=epochs, batch_size=32, shuffle=True, verbose=0)
+    paths = _save(model, name, pre, out_dir)
+    return _classifier_record(load_qkeras(*paths), pre, (x_train, y_train), (x_test, y_test))
+
+
+def train_cancer_mlp(out_dir: Path) -> dict:
+    _deterministic(SEED)
+    return _train_cancer("cancer_mlp", build_cancer_mlp(), 0.005, 100, out_dir)
+
+
+def train_cancer_cloud(out_dir: Path) -> dict:
+    _deterministic(SEED)
+    return _train_cancer("cancer_cloud", build_cancer_cloud(), 0.001, 150, out_dir)
+
+
 # ---- anomaly_ae --------------------------------------------------------------------------------------------
 AE_TRAIN_SEED, AE_THRESHOLD_SEED, AE_TEST_SEED = 100, 101, 0
 AE_PERCENTILE = 99.0
@@ -213,12 +286,14 @@ def train_anomaly_ae(out_dir: Path) -> dict:
 def _classifier_record(reloaded, pre: Preprocessing, train: tuple, test: tuple) -> dict:
     """Accuracy of the model reloaded from its saved files on the training and the held-out split."""
     (x_train, y_train), (x_test, y_test) = train, test
-    pred = reloaded.predict(pre.apply(x_test), verbose=0).argmax(axis=1)
+    proba = np.asarray(reloaded.predict(pre.apply(x_test), verbose=0), np.float64)
     train_pred = reloaded.predict(pre.apply(x_train), verbose=0).argmax(axis=1)
     return {
         "metrics": {
-            "test_accuracy": round(float((pred == y_test).mean()), 4),
+            "test_accuracy": round(float((proba.argmax(axis=1) == y_test).mean()), 4),
             "train_accuracy": round(float((train_pred == y_train).mean()), 4),
+            # how well the model's confidence tells right from wrong matters to a cascade, not only its argmax
+            "test_log_loss": round(float(-np.mean(np.log(np.clip(proba[np.arange(len(y_test)), y_test], 1e-12, 1)))), 4),
             "n_test": int(len(y_test)),
         }
     }
@@ -235,6 +310,8 @@ def _save(model, name: str, pre: Preprocessing, out_dir: Path) -> tuple[Path, Pa
 TRAINERS = {
     "digits_cnn": train_digits_cnn,
     "digits_cloud": train_digits_cloud,
+    "cancer_mlp": train_cancer_mlp,
+    "cancer_cloud": train_cancer_cloud,
     "anomaly_ae": train_anomaly_ae,
 }
 
