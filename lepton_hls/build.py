@@ -57,6 +57,11 @@ def resolve_model(model: str, weights: str | None = None) -> ModelSpec:
     """MODEL is a zoo name, an architecture .json (+ weights), or a full-model .h5."""
     from . import zoo
 
+    if model in zoo.names("cloud"):
+        entry = zoo.get(model)
+        raise BuildError(f"{model} is a float cloud model (the partner of {entry.partner}); it is served by "
+                         f"`lepton-hls cloud DIR --model zoo:{model}`, not compiled. Build one of: "
+                         f"{', '.join(zoo.names('edge'))}")
     if model in zoo.names():
         if weights:
             raise BuildError(f"{model} is a zoo model with its own weights; --weights applies to a .json MODEL")
@@ -76,7 +81,7 @@ def resolve_model(model: str, weights: str | None = None) -> ModelSpec:
             zoo_name=entry.name,
         )
     if not Path(model).suffix:
-        raise BuildError(f"{model!r} is neither a zoo model ({', '.join(zoo.names())}) nor a model file")
+        raise BuildError(f"{model!r} is neither a zoo model ({', '.join(zoo.names('edge'))}) nor a model file")
     files = resolve_files(model, weights)
     return ModelSpec(files=files, task=_task_of(files))
 

@@ -85,3 +85,11 @@ def test_breast_cancer_split_and_scaler():
     np.testing.assert_allclose(scaled.mean(0), 0.0, atol=1e-9)
     np.testing.assert_allclose(scaled.std(0), 1.0, atol=1e-9)
     assert m.preprocessing.kind == "standard" and len(m.preprocessing.mean) == 30
+
+
+def test_a_cloud_model_is_served_not_compiled():
+    from cli_runner import run_cli
+
+    r = run_cli("build", "digits_cloud", "--out", "unused")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--model zoo:digits_cloud" in r.stderr and "digits_cnn" in r.stderr

@@ -13,7 +13,9 @@ def register(sub) -> None:
         description="Convert a QKeras/Keras model with hls4ml, compile and verify its C simulation, and write the "
         "overlay package (hls4ml project, emulators, manifest.json).",
     )
-    p.add_argument("model", help="zoo name (jet_tagger, digits_cnn, anomaly_ae), architecture .json, or full-model .h5")
+    from lepton_hls import zoo
+
+    p.add_argument("model", help=f"zoo name ({', '.join(zoo.names('edge'))}), architecture .json, or full-model .h5")
     p.add_argument("--weights", help="weights .h5 for a .json MODEL (default: <stem>_weights.h5 beside it)")
     p.add_argument("--config", help="YAML build configuration (backend, board, io_type, strategy, reuse_factor, ...)")
     p.add_argument("--out", required=True, help="package directory to write")
