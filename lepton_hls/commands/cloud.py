@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("package", metavar="DIR", help="overlay package directory (served name, tensors, contract)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                   help="also serve the protocol over gRPC (KServe v2 / Triton GRPCInferenceService) on this port of "
+                   "--host (default: HTTP only; 0 picks a free port)")
     p.add_argument("--device", default=None, help="TensorFlow device, e.g. /GPU:0 (default: first GPU, else CPU)")
     p.add_argument("--max-batch-size", type=int, default=256)
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0)
@@ -85,11 +88,18 @@ def run(args) -> int:
     from lepton_host.serving.batcher import BatcherConfig
     from lepton_cloud.server import CloudServerConfig, create_cloud_server
     from lepton_host.serving.options import check_serving_args
-    from lepton_host.serving.runner import bind, serve_forever
+    from lepton_host.serving.runner import bind, reserve_port, serve_forever
 
     check_serving_args(args)
     choice = model_choice(args)
     sock = bind(args.host, args.port)  # before the model loads and anything is announced
+    grpc_port = None
+    try:
+        if args.grpc_port is not None:  # checked free now; the gRPC server binds it when serving starts
+            grpc_port = reserve_port(args.host, args.grpc_port, "--grpc-port", beside=sock)
+    except BaseException:
+        sock.close()
+        raise
     config = CloudServerConfig(
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
                               max_queue_size=args.max_queue, compute_timeout_s=10.0, dynamic=args.dynamic_batching),
@@ -103,8 +113,15 @@ def run(args) -> int:
     except BaseException:
         sock.close()
         raise
+    front = None
+    if grpc_port is not None:
+        from lepton_host.serving.grpc_server import GrpcFront
+
+        front = GrpcFront.for_service(service, config.server, grpc_port)
     what = "" if choice is None else f"; model {choice.source}"
     print(f"lepton-hls cloud: {service.name} on http://{args.host}:{sock.getsockname()[1]}/v2/models/{service.name} "
           f"(TensorFlow on {service.model.device}{what})", flush=True)
-    serve_forever(app, sock)
+    if front is not None:
+        print(f"lepton-hls cloud: gRPC on {args.host}:{grpc_port} (inference.GRPCInferenceService)", flush=True)
+    serve_forever(app, sock, grpc=front)
     return 0

@@ -1,4 +1,5 @@
-"""`lepton-hls serve DIR`: the edge gateway (Open Inference Protocol v2 over HTTP) with a cloud fallback."""
+"""`lepton-hls serve DIR`: the edge gateway (Open Inference Protocol v2 over HTTP, and over gRPC with --grpc-port)
+with a cloud fallback."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--cloud", metavar="URL", help="cloud OIP server, e.g. http://10.0.0.5:8001 (none: edge only)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                   help="also serve the protocol over gRPC (KServe v2 / Triton GRPCInferenceService) on this port of "
+                   "--host, e.g. 8001 as Triton does (default: HTTP only; 0 picks a free port)")
     from ._target import add_target_arguments
 
     add_target_arguments(p, legacy="--board")
@@ -132,7 +136,6 @@ def routing_overrides(args) -> dict:
 def gateway_config(args, policy=None, package_dir: str | None = None, manifest=None):
     """The gateway's settings from the command line; a repository node gives each version its own policy and
     package_dir (and cloud contract: version_opener_with_contract)."""
-    from lepton_host.serving.app import ServerOptions
     from lepton_host.serving.audit import AuditConfig
     from lepton_host.serving.batcher import BatcherConfig
     from lepton_host.serving.edge_monitor import MonitorConfig
@@ -140,8 +143,6 @@ def gateway_config(args, policy=None, package_dir: str | None = None, manifest=N
     from lepton_host.serving.routing import RoutingPolicy
 
     cloud = cloud_config(args, manifest)
-    from lepton_hls import __version__
-
     interval_s = getattr(args, "health_interval_ms", 500) / 1e3
     return GatewayConfig(
         batcher=BatcherConfig(max_batch_size=args.max_batch_size, max_queue_delay_s=args.max_queue_delay_ms / 1e3,
@@ -153,9 +154,17 @@ def gateway_config(args, policy=None, package_dir: str | None = None, manifest=N
         audit=AuditConfig(fraction=getattr(args, "audit_fraction", 0.01),
                           window_s=getattr(args, "audit_window_s", 10.0))
         if getattr(args, "audit_fraction", 0.01) > 0 else None,
-        server=ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
-                             token=args.token or os.environ.get(TOKEN_ENV) or None),
+        server=server_options(args),
     )
+
+
+def server_options(args):
+    """The HTTP and gRPC surfaces' options: the server's name and version, the bearer token."""
+    from lepton_host.serving.app import ServerOptions
+    from lepton_hls import __version__
+
+    return ServerOptions(server_name="lepton-hls-gateway", server_version=__version__,
+                         token=args.token or os.environ.get(TOKEN_ENV) or None)
 
 
 def cloud_config(args, manifest=None):
@@ -261,6 +270,24 @@ def run(args) -> int:
     return _run_repository(args) if args.repository else _run_package(args)
 
 
+def _grpc_port(args, sock) -> int | None:
+    """--grpc-port checked free (0: one chosen) before anything is announced; the HTTP socket closes on failure."""
+    if args.grpc_port is None:
+        return None
+    from lepton_host.serving.runner import reserve_port
+
+    try:
+        return reserve_port(args.host, args.grpc_port, "--grpc-port", beside=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _announce_grpc(args, grpc_port: int | None) -> None:
+    if grpc_port is not None:
+        print(f"lepton-hls serve: gRPC on {args.host}:{grpc_port} (inference.GRPCInferenceService)", flush=True)
+
+
 def _run_repository(args) -> int:
     from lepton_host.serving.runner import bind, serve_forever
 
@@ -269,15 +296,23 @@ def _run_repository(args) -> int:
 
         raise InvalidOption("--fault serves one package; it does not apply to --repository")
     sock = bind(args.host, args.port)
+    grpc_port = _grpc_port(args, sock)
     try:
         app, node = build_node(args)
     except BaseException:
         sock.close()
         raise
+    front = None
+    if grpc_port is not None:
+        from lepton_host.serving.grpc_server import GrpcFront
+        from lepton_host.serving.node_app import NodeModels
+
+        front = GrpcFront(NodeModels(node), server_options(args), grpc_port)
     where = f"http://{args.host}:{sock.getsockname()[1]}"
     print(f"lepton-hls serve: repository {args.repository} on {where}/v2/repository/index "
           f"({node.options.target}; {node.trust.describe()})", flush=True)
-    serve_forever(app, sock)
+    _announce_grpc(args, grpc_port)
+    serve_forever(app, sock, grpc=front)
     return 0
 
 
@@ -286,6 +321,7 @@ def _run_package(args) -> int:
     from lepton_host.serving.runner import bind, serve_forever
 
     sock = bind(args.host, args.port)  # before the announcement: a port in use is one error line
+    grpc_port = _grpc_port(args, sock)
     try:
         contract_checked, cloud_warnings = check_cloud_at_start(args)  # before the board opens
         app, service, backend = build_gateway(args)
@@ -294,10 +330,16 @@ def _run_package(args) -> int:
         raise
     if contract_checked:
         service.cloud.accept_contract(cloud_warnings)
+    front = None
+    if grpc_port is not None:
+        from lepton_host.serving.grpc_server import GrpcFront
+
+        front = GrpcFront.for_service(service, service.config.server, grpc_port)
     where = f"http://{args.host}:{sock.getsockname()[1]}"
     cloud = redact_url(args.cloud) if args.cloud else "none"
     print(f"lepton-hls serve: {service.name} on {where}/v2/models/{service.name} "
           f"(edge: {backend.name}; cloud: {cloud}; routing: {service.router.policy.to_dict()})")
+    _announce_grpc(args, grpc_port)
     if service.audit_note:
         print(f"lepton-hls serve: warning: {service.audit_note}")
     for warning in cloud_warnings:
@@ -305,7 +347,7 @@ def _run_package(args) -> int:
     if service.fault_schedule is not None:
         print("lepton-hls serve: fault schedule: " + "; ".join(f.spec for f in service.fault_schedule.faults))
     try:
-        serve_forever(app, sock)
+        serve_forever(app, sock, grpc=front)
     finally:
         backend.close()
     return 0
