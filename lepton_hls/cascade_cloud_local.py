@@ -9,10 +9,10 @@ import numpy as np
 from .cascade_calibration import CloudPath
 
 
-def local_cloud(spec: str, package_dir, manifest) -> CloudPath:
+def local_cloud(spec: str, package_dir, manifest, weights: str | None = None) -> CloudPath:
     from lepton_cloud.server import KerasModel, ModelChoice
 
-    model = KerasModel(package_dir, manifest, choice=ModelChoice(spec))
+    model = KerasModel(package_dir, manifest, choice=ModelChoice(spec, weights=weights))
 
     def predict(x: np.ndarray) -> np.ndarray:
         return model(x).reshape(x.shape[0], -1)

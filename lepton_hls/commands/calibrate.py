@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                    help="the cloud: an OIP server URL (lepton-hls cloud, Triton, KServe), or a Keras model "
                    "(.h5, .json with weights beside it, SavedModel folder, or zoo:NAME) run here")
     p.add_argument("--cloud-model", default="", help="model name on the cloud server (default: the package's)")
+    p.add_argument("--cloud-weights", metavar="FILE.h5", default=None,
+                   help="weights of a --cloud architecture .json (default: <stem>_weights.h5 or <stem>.h5 beside it)")
     p.add_argument("--data", required=True, metavar="HELDOUT",
                    help="labelled held-out data: an .npz with x (raw features) and y (labels), or zoo:NAME")
     t = p.add_mutually_exclusive_group()
@@ -82,7 +84,7 @@ def run(args) -> int:
         from lepton_hls.cascade_cloud_local import local_cloud
 
         with progress.step(f"load the cloud model {args.cloud}"):
-            cloud = local_cloud(args.cloud, pkg, manifest)
+            cloud = local_cloud(args.cloud, pkg, manifest, weights=args.cloud_weights)
     backend = open_edge_backend(pkg, "emulator", "fast")
     try:
         cal = calibrate(pkg, manifest, data, backend.predict, cloud, target, criteria=args.criterion,
