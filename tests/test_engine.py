@@ -94,9 +94,8 @@ def tiny_conv2d_model():
 
 
 def tiny_activations_model():
-    """Element-wise layers hls4ml computes with tables, comparisons or QKeras hard functions, each becoming a
-    lookup op: quantized_tanh (hard tanh), sigmoid, LeakyReLU, ELU, PReLU (per channel), tanh, softsign,
-    hard_sigmoid, a ternary quantizer."""
+    """One element-wise layer of each way hls4ml computes them, each becoming a lookup op: a table (sigmoid), a
+    per-channel comparison (PReLU), a QKeras hard function (quantized_tanh) and a quantizer (ternary)."""
     import tensorflow as tf
     from qkeras import QActivation, QDense, quantized_bits
     from tensorflow.keras import layers
@@ -108,16 +107,30 @@ def tiny_activations_model():
     h = QActivation("quantized_tanh(6,0)", name="qt")(h)
     h = QDense(8, name="d2", **q)(h)
     h = layers.Activation("sigmoid", name="sig")(h)
-    h = layers.Dense(6, name="d3")(h)
+    h = layers.Dense(4, name="d5")(h)
+    h = layers.PReLU(alpha_initializer=tf.keras.initializers.RandomUniform(0.05, 0.5), name="prelu")(h)
+    out = QActivation("ternary", name="tern")(h)
+    return tf.keras.Model(inp, out)
+
+
+def tiny_activations_more_model():
+    """The other element-wise layers, each one more lookup op (a probe compile apiece, hence the slow suite):
+    LeakyReLU, ELU, tanh, softsign, hard_sigmoid."""
+    import tensorflow as tf
+    from qkeras import QDense, quantized_bits
+    from tensorflow.keras import layers
+
+    tf.keras.utils.set_random_seed(4)
+    q = dict(kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1))
+    inp = layers.Input((6,), name="x")
+    h = QDense(8, name="d1", **q)(inp)
     h = layers.LeakyReLU(0.125, name="leaky")(h)
     h = layers.Dense(6, name="d4")(h)
     h = layers.ELU(name="elu")(h)
     h = layers.Dense(4, name="d5")(h)
-    h = layers.PReLU(alpha_initializer=tf.keras.initializers.RandomUniform(0.05, 0.5), name="prelu")(h)
     h = layers.Activation("tanh", name="th")(h)
     h = layers.Activation("softsign", name="ss")(h)
-    h = layers.Activation("hard_sigmoid", name="hs")(h)
-    out = QActivation("ternary", name="tern")(h)
+    out = layers.Activation("hard_sigmoid", name="hs")(h)
     return tf.keras.Model(inp, out)
 
 
@@ -235,6 +248,7 @@ MODELS = {
     "tiny_conv1d": tiny_conv1d_model,
     "tiny_conv2d": tiny_conv2d_model,
     "tiny_activations": tiny_activations_model,
+    "tiny_activations_more": tiny_activations_more_model,
     "tiny_merge": tiny_merge_model,
     "tiny_concat": tiny_concat_model,
     "qkeras_mnist_cnn": lambda: load_example("qkeras_mnist_cnn"),
@@ -247,8 +261,10 @@ ACCUM_PRECISIONS = {"tiny_spatial1d": {"dw": "fixed<14,5,RND,SAT>"}}
 # In the slow suite: the example models (hls4ml's MNIST networks, the largest conversions here). Their layer
 # kinds are compared here on tiny models, and their power-of-two weights end to end by test_build_verify's po2 package.
 # Also there: the jet tagger (its package is compared with the C simulation end to end by test_build_verify and
-# test_emulator) and the 1-D convolution (the 2-D one keeps the convolution kinds in the default suite).
-SLOW = {"qkeras_mnist_dense", "qkeras_mnist_cnn", "jet_tagger", "tiny_conv1d"}
+# test_emulator), the 1-D convolution (the 2-D one keeps the convolution kinds in the default suite) and the
+# element-wise layers beyond one of each kind (every lookup op costs a probe compile; tiny_activations keeps a
+# table, a comparison, a hard function and a quantizer in the default suite).
+SLOW = {"qkeras_mnist_dense", "qkeras_mnist_cnn", "jet_tagger", "tiny_conv1d", "tiny_activations_more"}
 LARGE = {"qkeras_mnist_cnn"}  # compared on 24 inputs of each kind instead of 150
 # Result types narrower than hls4ml's inferred ones, so merges round, wrap and saturate (layer -> precision).
 PRECISIONS = {
@@ -385,14 +401,17 @@ def test_engine_matches_csim_layer_by_layer(built, name, kind):
     np.testing.assert_array_equal(out, csim_out)
 
 
-def test_ir_names_every_op_and_format(built):
-    b = built("jet_tagger")
-    ops = [layer["op"] for layer in b.graph["layers"]]
+def test_ir_names_every_op_and_format(jet_package):
+    """The engine graph a build writes (the session's jet tagger package; no conversion of its own)."""
+    from lepton_hls.build_config import BuildConfig
+
+    graph = json.loads((jet_package / "engine" / "graph.json").read_text())
+    ops = [layer["op"] for layer in graph["layers"]]
     assert ops[0] == "input" and ops[-1] == "softmax" and ops.count("dense") == 4
-    for layer in b.graph["layers"]:
+    for layer in graph["layers"]:
         FixedFormat.from_dict(layer["format"])
-    sm = b.graph["layers"][-1]["params"]
-    assert sm["implementation"] == "stable" and sm["exp_table_size"] == 1024
+    sm = graph["layers"][-1]["params"]
+    assert sm["implementation"] == "stable" and sm["exp_table_size"] == 2 ** BuildConfig().softmax_table_bits
 
 
 def test_unsupported_layer_is_named(tmp_path):
