@@ -88,7 +88,7 @@ def run(args) -> int:
     from lepton_host.serving.batcher import BatcherConfig
     from lepton_cloud.server import CloudServerConfig, create_cloud_server
     from lepton_host.serving.options import check_serving_args
-    from lepton_host.serving.runner import bind, reserve_port, serve_forever
+    from lepton_host.serving.runner import bind, require_grpc, reserve_port, serve_forever
 
     check_serving_args(args)
     choice = model_choice(args)
@@ -96,6 +96,7 @@ def run(args) -> int:
     grpc_port = None
     try:
         if args.grpc_port is not None:  # checked free now; the gRPC server binds it when serving starts
+            require_grpc()
             grpc_port = reserve_port(args.host, args.grpc_port, "--grpc-port", beside=sock)
     except BaseException:
         sock.close()

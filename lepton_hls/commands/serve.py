@@ -274,9 +274,10 @@ def _grpc_port(args, sock) -> int | None:
     """--grpc-port checked free (0: one chosen) before anything is announced; the HTTP socket closes on failure."""
     if args.grpc_port is None:
         return None
-    from lepton_host.serving.runner import reserve_port
+    from lepton_host.serving.runner import require_grpc, reserve_port
 
     try:
+        require_grpc()
         return reserve_port(args.host, args.grpc_port, "--grpc-port", beside=sock)
     except BaseException:
         sock.close()

@@ -57,6 +57,23 @@ def bind(host: str = LOOPBACK, port: int = 8000, flag: str = "--port") -> socket
     return sock
 
 
+def require_grpc() -> None:
+    """gRPC is an optional extra on the board (grpcio has no wheel for every board's CPU): say how to get it."""
+    import importlib.util
+
+    missing = [m for m in ("grpc", "google.protobuf") if _find(importlib.util, m) is None]
+    if missing:
+        raise ServingError(f"--grpc-port needs grpcio and protobuf (missing: {', '.join(missing)}); install them "
+                           "with pip install 'lepton-hls[grpc]'")
+
+
+def _find(util, module: str):
+    try:
+        return util.find_spec(module)
+    except ModuleNotFoundError:  # the parent package itself is missing
+        return None
+
+
 def reserve_port(host: str, port: int, flag: str, beside: socket.socket | None = None) -> int:
     """A port for a server that binds it itself later (the gRPC surface): checked free on host now, so that a
     port in use is one clear error before anything is announced; 0 picks a free one. `beside`: the HTTP socket,

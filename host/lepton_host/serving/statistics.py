@@ -5,7 +5,7 @@
 the edge's batching queue; `compute_infer`: the backend call that answered it (a request in a batch counts the
 batch's call, as Triton counts it); `inference_count`: samples answered, `execution_count`: backend calls;
 `batch_stats`: backend calls by batch size. Input and output conversion happen inside the request's time and are
-not measured apart (zero), and there is no response cache (zero hits and misses).
+not measured apart (counted, with zero time), and there is no response cache (zero hits and misses).
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ class ModelStatistics:
         """One request's share of the edge: its wait in the queue and the call that answered it."""
         self.stages["queue"].add(queue_s)
         self.stages["compute_infer"].add(compute_s)
+        # Counted with no time of their own: perf_analyzer requires the three compute counts to agree.
+        self.stages["compute_input"].add(0.0)
+        self.stages["compute_output"].add(0.0)
 
     def executed(self, batch_size: int, compute_s: float) -> None:
         self.execution_count += 1
