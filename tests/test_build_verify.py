@@ -41,8 +41,21 @@ def test_package_predict_matches_the_c_simulation(jet_package):
     assert np.array_equal(pkg.predict(x), pkg.predict(x, engine="csim"))
 
 
-def test_verify_json_and_exit_status(jet_package):
-    r = run_cli("verify", jet_package, "--samples", 100, "--json")
+@pytest.fixture(scope="module")
+def tiny_package(build_pkg, tiny_model):
+    return build_pkg(str(tiny_model), samples=200)
+
+
+def test_verify_json_exit_status_and_the_users_data(tiny_package, tmp_path):
+    """`verify --json --data`: stdout is exactly one JSON object and the exit status says the package passed;
+    raw, unstandardized features beyond the input type's range are compared as a set of their own, and the
+    report names how many values saturate and how to fix it."""
+    pkg = tmp_path / "pkg"  # verify records its result in the package: not in the session's shared one
+    shutil.copytree(tiny_package, pkg)
+    x = np.random.default_rng(5).normal(0, 1, (64, *load_manifest(pkg).inputs[0].shape))
+    x[:, 0] = 500.0  # one feature far beyond ap_fixed<16,6>
+    np.save(tmp_path / "raw.npy", x)
+    r = run_cli("verify", pkg, "--samples", 100, "--json", "--data", tmp_path / "raw.npy")
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)  # stdout is exactly one JSON object
     for key in ("samples", "identical_rows", "argmax_agreement", "max_abs_diff", "layers"):
@@ -50,6 +63,9 @@ def test_verify_json_and_exit_status(jet_package):
     assert report["samples"] == 100
     names = [l["name"] for l in report["layers"]]
     assert names[:2] == ["fc1", "relu1"] and report["layers"][0]["identical_rows"] == 1.0
+    assert [s["name"] for s in report["sets"]][-1] == "data"
+    note = next(n for n in report["notes"] if "outside the input type" in n)
+    assert "input_precision" in note
 
 
 def test_tampered_artifact_is_refused(jet_package, tmp_path):
@@ -83,15 +99,27 @@ def test_corrupt_and_edited_manifests_are_refused(jet_package, tmp_path):
         load_manifest(pkg)
 
 
-def test_bad_models_get_clear_errors(tmp_path):
+def cli_in_process(capsys, *args) -> tuple[int, str]:
+    """`lepton-hls ARGS...` run by the CLI's own entry point in this process, for refusals that come after the
+    model is loaded (TensorFlow is loaded here already; a subprocess spends seconds importing it): (exit status,
+    stderr)."""
+    from lepton_hls.cli import main
+
+    capsys.readouterr()
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+def test_bad_models_get_clear_errors(tmp_path, capsys):
     arch = example_file("qkeras_3layer.json")
     lonely = tmp_path / "lonely.json"
     shutil.copyfile(arch, lonely)
     r = run_cli("build", lonely, "--out", tmp_path / "a")
     assert r.returncode == 2 and "no weights for" in r.stderr and "Traceback" not in r.stderr
 
-    r = run_cli("build", arch, "--weights", example_file("qkeras_mnist_dense_weights.h5"), "--out", tmp_path / "b")
-    assert r.returncode == 2 and "do not fit the architecture" in r.stderr and "Traceback" not in r.stderr
+    status, err = cli_in_process(capsys, "build", arch, "--weights", example_file("qkeras_mnist_dense_weights.h5"),
+                                 "--out", tmp_path / "b")
+    assert status == 2 and "do not fit the architecture" in err and len(err.strip().splitlines()) == 1
 
     spec = json.loads(arch.read_text())
     spec["config"]["layers"][2]["class_name"] = "LocallyConnected1D"
@@ -111,8 +139,8 @@ def test_bad_models_get_clear_errors(tmp_path):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
-    r = run_cli("build", "jet_tagger", "--out", occupied)
-    assert r.returncode == 2 and "--force" in r.stderr and (occupied / "keep.txt").read_text() == "mine"
+    status, err = cli_in_process(capsys, "build", "jet_tagger", "--out", occupied)
+    assert status == 2 and "--force" in err and (occupied / "keep.txt").read_text() == "mine"
 
 
 def test_unknown_config_key_is_named(tmp_path):
@@ -141,8 +169,8 @@ def _po2_relu_model(path: Path):
                 activation="relu", name="conv")(inp)
     h = QActivation("quantized_relu(4,1)", name="qrelu")(h)
     h = tf.keras.layers.Flatten(name="flat")(h)
-    h = QDense(4, kernel_quantizer="quantized_po2(6,1)", bias_quantizer="quantized_bits(8,3,alpha=1)", name="dense")(h)
-    out = tf.keras.layers.Activation("softmax", name="softmax")(h)
+    # no softmax on top: its tables would cost a probe compile and have nothing to do with these two
+    out = QDense(4, kernel_quantizer="quantized_po2(6,1)", bias_quantizer="quantized_bits(8,3,alpha=1)", name="dense")(h)
     model = tf.keras.Model(inp, out)
     path.write_text(model.to_json())
     model.save_weights(str(path.with_name(path.stem + "_weights.h5")))
