@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-CLOUD_TOKEN_ENV = "LEPTON_HLS_CLOUD_TOKEN"
+from .serve import CLOUD_TOKEN_ENV  # the gateway's and calibration's token for the same cloud
 
 
 def register(subparsers) -> None:

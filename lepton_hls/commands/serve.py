@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 
+from .cloud import TOKEN_ENV as CLOUD_TOKEN_ENV  # the cloud server's token is what the gateway sends it
+
 TOKEN_ENV = "LEPTON_HLS_TOKEN"
-CLOUD_TOKEN_ENV = "LEPTON_HLS_CLOUD_TOKEN"
 
 
 def register(subparsers) -> None:
