@@ -35,11 +35,12 @@ def _grid_inputs(model, n: int = 2000) -> np.ndarray:
     return fmt.cast(np.clip(x, fmt.min_value, fmt.max_value))
 
 
-def _csim_vs_float64(model, tmp_path: Path):
-    """(identical-row fraction, ConversionReport, hls_model) of the default conversion against the float64 twin."""
+def _csim_vs_float64(model, tmp_path: Path, cfg: BuildConfig | None = None):
+    """(identical-row fraction, ConversionReport, hls_model) of the conversion (the default one unless `cfg` is
+    given) against the float64 twin."""
     from lepton_hls.convert import convert
 
-    hls_model, report = convert(model, BuildConfig(), str(tmp_path / "hls"))
+    hls_model, report = convert(model, cfg or BuildConfig(), str(tmp_path / "hls"))
     hls_model.compile()
     x = _grid_inputs(model)
     got = np.asarray(hls_model.predict(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
@@ -66,26 +67,20 @@ def test_batchnorm_before_a_quantizer(tmp_path):
     assert identical >= 0.999, identical
 
 
-def test_average_pooling_divides_exactly(tmp_path):
+def test_average_pooling_divides_exactly_and_a_trailing_quantized_bits_keeps_its_rounding(tmp_path):
+    """Two layer kinds in one conversion (one C simulation to compile): an average pooling, and a quantized_bits
+    as the model's last layer."""
     tf.keras.utils.set_random_seed(0)
     inp = tf.keras.Input((12, 2), name="inp")
     x = QConv1D(4, 3, name="conv", **Q6)(inp)
     x = QActivation("quantized_relu(8,3)", name="act")(x)
     x = L.AveragePooling1D(2, name="pool")(x)
-    model = tf.keras.Model(inp, QDense(3, name="out", **Q6)(L.Flatten(name="flat")(x)))
-    identical, report, _ = _csim_vs_float64(model, tmp_path)
+    x = QDense(3, name="out", **Q6)(L.Flatten(name="flat")(x))
+    model = tf.keras.Model(inp, QActivation("quantized_bits(8,3,alpha=1)", name="qout")(x))
+    identical, report, hls_model = _csim_vs_float64(model, tmp_path)
     assert identical == 1.0
     assert "pool" in report.exact_types
-
-
-def test_trailing_quantized_bits_keeps_its_rounding(tmp_path):
-    tf.keras.utils.set_random_seed(0)
-    inp = tf.keras.Input((8,), name="inp")
-    x = QDense(4, name="fc1", **Q6)(inp)
-    model = tf.keras.Model(inp, QActivation("quantized_bits(8,3,alpha=1)", name="qout")(x))
-    identical, _, hls_model = _csim_vs_float64(model, tmp_path)
     assert "qout" in [layer.name for layer in hls_model.get_layers()]
-    assert identical == 1.0
 
 
 def test_merge_layers_hold_their_exact_result(tmp_path):
@@ -149,18 +144,15 @@ def test_verify_names_the_narrowed_layer_and_the_type_that_fixes_it(tmp_path, ca
     from lepton_hls.commands.verify import print_summary
     from lepton_hls.progress import Progress
 
+    model = _relu_model("quantized_relu(8,3)")
     model_path = tmp_path / "mlp.h5"
-    _relu_model("quantized_relu(8,3)").save(model_path)
+    model.save(model_path)
 
-    def build(layer_precision, out):
-        with contextlib.redirect_stdout(None):
-            _, report = build_package(
-                str(model_path), out, load_config(layer_precision=layer_precision), verify_samples=300,
-                progress=Progress(False),
-            )
-        return report
-
-    narrow = build({"fc1": {"result": "fixed<10,4>"}}, tmp_path / "narrow")
+    with contextlib.redirect_stdout(None):
+        _, narrow = build_package(
+            str(model_path), tmp_path / "narrow", load_config(layer_precision={"fc1": {"result": "fixed<10,4>"}}),
+            verify_samples=300, progress=Progress(False),
+        )
     assert narrow["identical_rows_on_grid"] < 1.0 and not narrow["passed"]
     assert narrow["identical_rows_off_grid"] is not None and "input quantization" in narrow["off_grid_explanation"]
     first = narrow["first_difference"]
@@ -171,5 +163,7 @@ def test_verify_names_the_narrowed_layer_and_the_type_that_fixes_it(tmp_path, ca
     text = capsys.readouterr().out
     assert "layer_precision:\n    fc1:\n      result: fixed<" in text and "off_grid rows also differ because" in text
 
-    fixed = build(suggested, tmp_path / "fixed")  # the suggestion, as the user would paste it, is exact
-    assert fixed["identical_rows_on_grid"] == 1.0 and fixed["passed"]
+    # The suggestion, as the user would paste it, is exact: the same conversion with it, compiled and compared
+    # with the float64 model on the input grid (a second package would add the traced rebuild of its verify).
+    identical, _, _ = _csim_vs_float64(model, tmp_path / "fixed", load_config(layer_precision=suggested))
+    assert identical == 1.0
