@@ -30,3 +30,23 @@ bench: env
 
 clean:
 	rm -rf out packages .pytest_cache
+
+# The Ray Serve cloud tier lives in its own environment: Ray Serve needs protobuf >= 6, TensorFlow 2.15 < 5.
+RAY_VENV  ?= .venv-ray
+RAY_STAMP := $(RAY_VENV)/.installed
+
+.PHONY: cloud-ray-env test-cloud-ray
+
+cloud-ray-env: $(RAY_STAMP)
+
+$(RAY_STAMP): cloud/ray/requirements.lock pyproject.toml
+	@test -x $(RAY_VENV)/bin/python || $(PYTHON) -m venv $(RAY_VENV)
+	@echo '*' > $(RAY_VENV)/.gitignore
+	$(RAY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RAY_VENV)/bin/python -m pip install --quiet -r cloud/ray/requirements.lock
+	$(RAY_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	@touch $(RAY_STAMP)
+
+# Two Ray replicas behind a gateway: spread, and one replica killed under load (slow: builds digits_cnn).
+test-cloud-ray: env cloud-ray-env
+	$(BIN)/python -m pytest -q -m slow tests/test_cloud_ray.py $(PYTEST_ARGS)

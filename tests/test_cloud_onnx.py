@@ -1,12 +1,10 @@
 """The cloud model as ONNX (`lepton-hls export-onnx`) and as a Triton repository for the onnxruntime backend
 (`lepton-hls export-triton --backend onnxruntime`): onnxruntime's answers on raw features against TensorFlow's
 (the zoo's digits_cloud on its held-out digits; the package's own model against a numpy reference), the file's
-self-description, and config.pbtxt read by Triton's own ModelConfig schema (tritonclient's descriptor)."""
+self-description, and config.pbtxt read by Triton's own ModelConfig schema (tritonclient's model_config_pb2)."""
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 from pathlib import Path
 
@@ -116,21 +114,10 @@ def test_a_model_that_does_not_fit_the_package_is_refused_in_one_line(tmp_path, 
 # ---- Triton repository for the onnxruntime backend ---------------------------------------------------------
 
 
-def triton_model_config_class():
-    """Triton's ModelConfig message, built from the descriptor tritonclient ships (its generated module itself
-    needs protobuf >= 5; the descriptor is plain data any protobuf reads)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    spec = importlib.util.find_spec("tritonclient")
-    if spec is None:
-        pytest.skip("tritonclient is not installed (requirements.lock installs it): no Triton schema to parse with")
-    source = (Path(spec.origin).parent / "grpc" / "model_config_pb2.py").read_text()
-    blob = next(ast.literal_eval(n.args[0]) for n in ast.walk(ast.parse(source))
-                if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "AddSerializedFile")
-    file = descriptor_pb2.FileDescriptorProto.FromString(blob)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{file.package}.ModelConfig"))
+def triton_model_config():
+    """Triton's own ModelConfig message (tritonclient's generated module of Triton's model_config.proto)."""
+    return pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                               reason="tritonclient[grpc] (requirements.lock) holds Triton's schema").ModelConfig()
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +132,7 @@ def onnx_repository(tmp_path_factory):
 def test_triton_config_parses_with_tritons_schema_and_matches_the_onnx_graph(onnx_repository):
     from google.protobuf import text_format
 
-    config = text_format.Parse((onnx_repository / "config.pbtxt").read_text(), triton_model_config_class()())
+    config = text_format.Parse((onnx_repository / "config.pbtxt").read_text(), triton_model_config())
     assert (config.name, config.platform, config.max_batch_size) == ("tiny_classifier", "onnxruntime_onnx", 64)
     assert list(config.dynamic_batching.preferred_batch_size) == [16]
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
