@@ -213,6 +213,9 @@ def test_the_answer_names_its_replica_and_the_metadata_its_classes(system, ray_p
                                      "data": x.reshape(-1).tolist()}]})
     assert r.status_code == 200
     assert r.json()["parameters"]["replica"] in model_replicas(ray_python, system["address"])
+    stats, = httpx.get(f"{system['cloud']}/v2/models/digits_cnn/stats").json()["model_stats"]
+    assert stats["inference_count"] >= 2 and stats["execution_count"] >= 1  # Triton's statistics extension
+    assert stats["inference_stats"]["compute_infer"]["count"] == stats["inference_stats"]["success"]["count"]
     meta = httpx.get(f"{system['cloud']}/v2/models/digits_cnn").json()
     assert meta["platform"] == "onnxruntime_onnx"
     assert json.loads(meta["outputs"][0]["parameters"]["classes"]) == [str(d) for d in range(10)]

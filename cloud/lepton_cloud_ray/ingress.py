@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import numpy as np
 from prometheus_client import Counter
@@ -26,6 +27,7 @@ from lepton_host.serving.app import ServerOptions, TensorInfo, create_app
 from lepton_host.serving.errors import DeadlineExceeded, Unavailable
 from lepton_host.serving.metrics import ServingMetrics
 from lepton_host.serving.oip import InferRequest
+from lepton_host.serving.statistics import ModelStatistics
 
 from .options import AppOptions
 
@@ -49,6 +51,9 @@ class RayModelService:
         self.request_timeout_s = options.request_timeout_s
         self.retries = options.replica_retries
         self.metrics = ServingMetrics("lepton_cloud")
+        # Triton's statistics (/stats): "queue" is a call's time outside its onnxruntime run (the trip to a
+        # replica and the wait for company there), "compute_infer" the run.
+        self.statistics = ModelStatistics()
         self.replica_answers = Counter(
             "lepton_cloud_replica_answers", "Inference calls answered, by the model replica that computed them",
             ["model", "replica", "device"], registry=self.metrics.registry,
@@ -72,6 +77,7 @@ class RayModelService:
         deadline = loop.time() + timeout_s
         x = np.ascontiguousarray(x, dtype=np.float32)
         for _ in range(self.retries + 1):
+            sent = time.perf_counter()
             response = self.model.predict.remote(x)
             try:
                 answer = await asyncio.wait_for(_awaited(response), max(0.0, deadline - loop.time()))
@@ -81,6 +87,10 @@ class RayModelService:
             except RayActorError:
                 self.replica_losses.labels(self.name).inc()
                 continue
+            self.statistics.batched(max(0.0, time.perf_counter() - sent - answer.compute_s), answer.compute_s)
+            if answer.first:
+                self.statistics.executed(answer.batch_rows, answer.compute_s)
+                self.metrics.child(self.metrics.batch_size, self.name).observe(answer.batch_rows)
             self.replica_answers.labels(self.name, answer.replica, answer.device).inc()
             self.metrics.child(self.metrics.inferences, self.name, "cloud", "model").inc()
             return answer.y, {"served_by": "cloud", "replica": answer.replica, "device": answer.device}

@@ -6,6 +6,7 @@ with the id of the replica that computed them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,11 +25,14 @@ class GpuUnavailable(LeptonError):
 
 @dataclass(frozen=True)
 class Answer:
-    """One call's rows as computed, and where."""
+    """One call's rows as computed, where, and the onnxruntime run that computed them."""
 
     y: np.ndarray
     replica: str  # Ray Serve's replica id (the actor is SERVE_REPLICA::<app>#OnnxModel#<id>)
     device: str  # "cuda" | "cpu"
+    batch_rows: int  # rows of the run (every call batched with this one)
+    compute_s: float  # the run's time
+    first: bool  # the batch's first call: the one that counts the run once in the statistics
 
 
 def open_session(model: bytes, use_gpu: bool, threads: int):
@@ -68,6 +72,9 @@ class OnnxModel:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def predict(self, calls: list[np.ndarray]) -> list[Answer]:
         rows = np.concatenate([np.asarray(x, np.float32) for x in calls])
+        start = time.perf_counter()
         y = await asyncio.get_running_loop().run_in_executor(self._runner, self._run, rows)
+        compute_s = time.perf_counter() - start
         ends = np.cumsum([len(x) for x in calls])[:-1]
-        return [Answer(part, self.replica, self.device) for part in np.split(y, ends)]
+        return [Answer(part, self.replica, self.device, len(rows), compute_s, i == 0)
+                for i, part in enumerate(np.split(y, ends))]
