@@ -33,18 +33,24 @@ def register(subparsers) -> None:
     p.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
                    help="every request runs alone, never batched with another")
     p.add_argument("--max-queue", type=int, default=512)
-    m = p.add_argument_group("another model (its input and output shapes must be the package's)")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def add_model_options(p) -> None:
+    """--model and its companions, for every command that takes the cloud model as `cloud` does (model_choice
+    reads them)."""
+    m = p.add_argument_group("another model than the package's own (its input and output shapes must be the "
+                             "package's)")
     m.add_argument("--model", metavar="MODEL", default=None,
-                   help="serve this model instead of the package's own: a Keras .h5, an architecture .json (weights "
-                   "from --weights or <stem>_weights.h5 / <stem>.h5 beside it), a TensorFlow SavedModel directory, "
-                   "or zoo:NAME")
+                   help="a Keras .h5, an architecture .json (weights from --weights or beside it), a TensorFlow "
+                   "SavedModel directory, or zoo:NAME")
     m.add_argument("--weights", metavar="FILE.h5", default=None, help="weights of a --model .json")
     m.add_argument("--classes", metavar="A,B,...", default=None,
                    help="the model's class order (default: the zoo entry's, else the package's)")
     m.add_argument("--preprocessing", metavar="FILE.json", default=None,
-                   help="raw features -> model inputs, as {\"kind\": \"standard\", \"mean\": [...], \"scale\": [...]} "
+                   help="raw features -> model inputs, {\"kind\": \"standard\", \"mean\": [...], \"scale\": [...]} "
                    "(default: the zoo entry's, else the package's)")
-    p.set_defaults(func=run)
 
 
 def model_choice(args):

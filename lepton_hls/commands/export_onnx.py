@@ -3,21 +3,7 @@
 
 from __future__ import annotations
 
-
-def add_model_options(p) -> None:
-    """--model and its companions, meaning what they mean to `lepton-hls cloud` (commands/cloud.model_choice
-    reads them)."""
-    m = p.add_argument_group("another model than the package's own (its input and output shapes must be the "
-                             "package's)")
-    m.add_argument("--model", metavar="MODEL", default=None,
-                   help="a Keras .h5, an architecture .json (weights from --weights or beside it), a TensorFlow "
-                   "SavedModel directory, or zoo:NAME")
-    m.add_argument("--weights", metavar="FILE.h5", default=None, help="weights of a --model .json")
-    m.add_argument("--classes", metavar="A,B,...", default=None,
-                   help="the model's class order (default: the zoo entry's, else the package's)")
-    m.add_argument("--preprocessing", metavar="FILE.json", default=None,
-                   help="raw features -> model inputs, {\"kind\": \"standard\", \"mean\": [...], \"scale\": [...]} "
-                   "(default: the zoo entry's, else the package's)")
+from .cloud import add_model_options
 
 
 def register(subparsers) -> None:

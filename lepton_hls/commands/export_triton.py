@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .export_onnx import add_model_options
+from .cloud import add_model_options
 
 
 def register(subparsers) -> None:
