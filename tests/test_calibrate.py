@@ -51,17 +51,38 @@ def _calibrate(pkg, cloud, data, *extra):
     return json.loads(r.stdout)
 
 
+def _in_process(pkg, cloud_h5, data, target, criteria=None):
+    """The library behind the command, in this process (TensorFlow is loaded already)."""
+    from lepton_host.manifest import load_manifest
+    from lepton_host.serving.edge import open_edge_backend
+
+    from lepton_hls.cascade_calibration import calibrate, load_heldout
+    from lepton_hls.cascade_cloud_local import local_cloud
+
+    manifest = load_manifest(pkg)
+    backend = open_edge_backend(pkg, "emulator", "fast")
+    try:
+        return calibrate(pkg, manifest, load_heldout(str(data), manifest), backend.predict,
+                         local_cloud(str(cloud_h5), pkg, manifest), target, criteria=criteria, latency_samples=5)
+    finally:
+        backend.close()
+
+
 def test_calibration_is_repeatable_and_recorded(setup):
     pkg, cloud_h5, data, x, labels, cloud_y, edge_y = setup
-    first = _calibrate(pkg, cloud_h5, data, "--max-offload", "0.3", "--dry-run")
-    again = _calibrate(pkg, cloud_h5, data, "--max-offload", "0.3")
-    for key in ("threshold", "criterion", "cascade_accuracy", "offload_fraction", "edge_accuracy", "cloud_accuracy"):
-        assert first[key] == again[key], key
-    assert first["serving_json"] is None and again["serving_json"] == str(pkg / "serving.json")
+    from lepton_hls.cascade_frontier import Target
+
+    cli = _calibrate(pkg, cloud_h5, data, "--max-offload", "0.3")
+    for _ in range(2):  # the same choice every time, and the command's is the library's
+        again = _in_process(pkg, cloud_h5, data, Target(max_offload=0.3)).summary()
+        for key in ("threshold", "criterion", "cascade_accuracy", "offload_fraction", "edge_accuracy",
+                    "cloud_accuracy"):
+            assert again[key] == cli[key], key
+    assert cli["serving_json"] == str(pkg / "serving.json")
     # The accuracies are those of the two models on these labels.
-    assert again["edge_accuracy"] == pytest.approx((edge_y.argmax(1) == labels).mean())
-    assert again["cloud_accuracy"] == pytest.approx((cloud_y.argmax(1) == labels).mean(), abs=1 / labels.size)
-    assert again["offload_fraction"] <= 0.3 and again["cascade_accuracy"] > again["edge_accuracy"]
+    assert cli["edge_accuracy"] == pytest.approx((edge_y.argmax(1) == labels).mean())
+    assert cli["cloud_accuracy"] == pytest.approx((cloud_y.argmax(1) == labels).mean(), abs=1 / labels.size)
+    assert cli["offload_fraction"] <= 0.3 and cli["cascade_accuracy"] > cli["edge_accuracy"]
     assert (pkg / "calibration" / "frontier.png").stat().st_size > 0
 
     from lepton_host.manifest import load_manifest
@@ -69,22 +90,26 @@ def test_calibration_is_repeatable_and_recorded(setup):
 
     manifest = load_manifest(pkg)  # serving.json is hashed into the manifest: the package still verifies
     policy = RoutingPolicy.for_package(manifest, pkg)
-    assert policy.confidence_threshold == again["threshold"]
-    assert policy.cascade_criterion == again["criterion"]
+    assert policy.confidence_threshold == cli["threshold"]
+    assert policy.cascade_criterion == cli["criterion"]
 
 
 def test_the_gateway_escalates_on_the_calibrated_threshold(setup):
     """The served system is the calibrated one: same samples escalated, cloud answers for them."""
     pkg, cloud_h5, data, x, labels, cloud_y, edge_y = setup
-    chosen = _calibrate(pkg, cloud_h5, data, "--criterion", "entropy", "--target-accuracy", "0.8")
     from lepton_cloud.server import CloudServerConfig, ModelChoice, create_cloud_server
     from lepton_host.serving.cascade_criteria import CRITERIA
     from lepton_host.serving.edge import open_edge_backend
     from lepton_host.serving.runner import ServerThread
     from serving_support import metric_value, running_gateway
 
+    from lepton_hls.cascade_frontier import Target
     from lepton_hls.cascade_replay import replay
+    from lepton_hls.commands.serving_policy import install_policy
 
+    cal = _in_process(pkg, cloud_h5, data, Target(accuracy=0.8), criteria=["entropy"])
+    install_policy(pkg, cal.routing())
+    chosen = cal.summary()
     app, _ = create_cloud_server(pkg, CloudServerConfig(model=ModelChoice(str(cloud_h5))))
     with ServerThread(app) as cloud, \
             running_gateway(pkg, open_edge_backend(pkg, "emulator", "fast"), cloud.url) as (gw, service):
