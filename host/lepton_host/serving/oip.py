@@ -92,9 +92,15 @@ def _reject_constant(name: str):
     raise BadRequest(f"JSON literal {name} is not a number the model accepts; send finite values")
 
 
+# Made once: json.loads/dumps with options build a new decoder/encoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _loads(header: bytes) -> Any:
     try:
-        return json.loads(header, parse_constant=_reject_constant)
+        # as json.loads reads bytes: UTF-8, -16 or -32 told by the first bytes
+        return _DECODER.decode(header.decode(json.detect_encoding(header), "surrogatepass"))
     except BadRequest:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
@@ -108,7 +114,8 @@ def _shape_of(t: dict, where: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _tensor_from_json(t: Any, where: str, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+def _tensor_from_json(t: Any, where: str, binary: memoryview, offset: int) -> tuple[Tensor, int, tuple | None]:
+    """-> (tensor, offset after its binary data, the header's part of it for `_HEADERS`: None for inline data)."""
     if not isinstance(t, dict):
         raise BadRequest(f"{where} must be a JSON object")
     name = t.get("name")
@@ -134,10 +141,8 @@ def _tensor_from_json(t: Any, where: str, binary: memoryview, offset: int) -> tu
                 f"{where} ({name}): binary_data_size {size} does not match shape {list(shape)} of {datatype} "
                 f"({count * dtype.itemsize} bytes)"
             )
-        if offset + size > len(binary):
-            raise BadRequest(f"{where} ({name}): body ends before its {size} bytes of binary data")
-        arr = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
-        return Tensor(name, datatype, arr, params), offset + size
+        spec = (name, datatype, dtype, shape, params, size)
+        return _binary_tensor(spec, where, binary, offset), offset + size, spec
     if "data" not in t:
         raise BadRequest(f"{where} ({name}) has neither data nor parameters.binary_data_size")
     try:
@@ -146,11 +151,32 @@ def _tensor_from_json(t: Any, where: str, binary: memoryview, offset: int) -> tu
         raise BadRequest(f"{where} ({name}): data does not hold {datatype} values") from None
     if arr.size != count:
         raise BadRequest(f"{where} ({name}): data holds {arr.size} values but shape {list(shape)} needs {count}")
-    return Tensor(name, datatype, arr.reshape(shape), params), offset
+    return Tensor(name, datatype, arr.reshape(shape), params), offset, None
+
+
+def _binary_tensor(spec: tuple, where: str, binary: memoryview, offset: int) -> Tensor:
+    name, datatype, dtype, shape, params, size = spec
+    if offset + size > len(binary):
+        raise BadRequest(f"{where} ({name}): body ends before its {size} bytes of binary data")
+    return Tensor(name, datatype, np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape), params)
+
+
+def _unclaimed(binary: memoryview, offset: int) -> None:
+    if offset != len(binary):
+        raise BadRequest(f"body carries {len(binary) - offset} bytes of binary data no input claims")
+
+
+# Binary-tensor requests' JSON headers already read, by their bytes: clients send the same header for every
+# request of a shape, and what it says (checked when first read) does not depend on the tensor bytes after it.
+_HEADERS: dict[bytes, tuple] = {}
+_HEADERS_MAX = 256
 
 
 def parse_infer_request(body: bytes, header_length: str | int | None = None) -> InferRequest:
     header, binary = _split_body(body, header_length)
+    known = _HEADERS.get(header) if header is not body else None
+    if known is not None:
+        return _request_from_known(known, binary)
     msg = _loads(header)
     if not isinstance(msg, dict):
         raise BadRequest("inference request must be a JSON object")
@@ -163,12 +189,12 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
     raw_inputs = msg.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("request needs a non-empty 'inputs' list")
-    inputs, offset = [], 0
+    inputs, specs, offset = [], [], 0
     for i, t in enumerate(raw_inputs):
-        tensor, offset = _tensor_from_json(t, f"inputs[{i}]", binary, offset)
+        tensor, offset, spec = _tensor_from_json(t, f"inputs[{i}]", binary, offset)
         inputs.append(tensor)
-    if offset != len(binary):
-        raise BadRequest(f"body carries {len(binary) - offset} bytes of binary data no input claims")
+        specs.append(spec)
+    _unclaimed(binary, offset)
     outputs = None
     binary_default = bool(params.get("binary_data_output", False))
     if msg.get("outputs") is not None:
@@ -182,7 +208,26 @@ def parse_infer_request(body: bytes, header_length: str | int | None = None) -> 
             if not isinstance(op, dict):
                 raise BadRequest(f"outputs[{i}].parameters must be a JSON object")
             outputs.append(RequestedOutput(o["name"], bool(op.get("binary_data", binary_default))))
+    if header is not body and None not in specs:
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        # copies: the request handed out below is the caller's to change
+        _HEADERS[header] = (rid, dict(params), tuple((*sp[:4], dict(sp[4]), sp[5]) for sp in specs),
+                            None if outputs is None else tuple((o.name, o.binary) for o in outputs), binary_default)
     return InferRequest(rid, params, inputs, outputs, binary_default)
+
+
+def _request_from_known(known: tuple, binary: memoryview) -> InferRequest:
+    rid, params, specs, outputs, binary_default = known
+    inputs, offset = [], 0
+    for i, spec in enumerate(specs):
+        tensor = _binary_tensor(spec, f"inputs[{i}]", binary, offset)
+        tensor.parameters = dict(tensor.parameters)
+        inputs.append(tensor)
+        offset += spec[5]
+    _unclaimed(binary, offset)
+    return InferRequest(rid, dict(params), inputs,
+                        None if outputs is None else [RequestedOutput(n, b) for n, b in outputs], binary_default)
 
 
 def _json_safe(params: dict) -> dict:
@@ -247,7 +292,7 @@ def _encode_tensors(tensors: list[Tensor], binary: list[bool]) -> tuple[list[dic
 
 def _frame(msg: dict, blobs: list[bytes]) -> tuple[bytes, dict[str, str]]:
     """JSON alone, or the binary tensor extension's framing: JSON header, then the blobs, header length in a header."""
-    header = json.dumps(msg, separators=(",", ":")).encode()
+    header = _ENCODER.encode(msg).encode()
     if not blobs:
         return header, {"content-type": "application/json"}
     return b"".join([header, *blobs]), {
