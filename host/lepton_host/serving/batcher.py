@@ -40,7 +40,7 @@ class BatcherConfig:
     dynamic: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchResult:
     y: np.ndarray
     queue_s: float
@@ -180,13 +180,11 @@ class DynamicBatcher:
             return None
         self._busy_since = start
         try:
-            y, err = self._call_inline(x)
+            y, err, compute_s = self._call_inline(x, start)
         finally:
             self._busy_since = None
-        compute_s = time.perf_counter() - start
-        err = self._checked(x, y, err)
-        if err is not None:
-            raise err
+        if err is not None or y.shape[0] != x.shape[0]:
+            raise self._checked(x, y, err)
         self._succeeded(x.shape[0], 0.0, compute_s)
         return BatchResult(y, 0.0, compute_s, x.shape[0])
 
@@ -286,11 +284,11 @@ class DynamicBatcher:
         inline = (0 < self._compute_ewma_s < cfg.inline_max_s and start >= self._inline_blocked_until
                   and not self._exclusive)
         if inline:
-            y, err = self._call_inline(x)
+            y, err, compute_s = self._call_inline(x, start)
         else:
             call = asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x, cfg.compute_timeout_s)
             y, err = await self._await_call(call, x.shape[0])
-        compute_s = time.perf_counter() - start
+            compute_s = time.perf_counter() - start
         return _Ran(x, y, self._checked(x, y, err), start, compute_s, call, inline)
 
     async def _fail(self, batch: list[_Item], ran: _Ran) -> None:
@@ -323,15 +321,16 @@ class DynamicBatcher:
                 b.future.set_result(BatchResult(rows, ran.start - b.enqueued, ran.compute_s, n))
             offset += b.n
 
-    def _call_inline(self, x: np.ndarray):
-        start = time.perf_counter()
+    def _call_inline(self, x: np.ndarray, start: float):
+        """-> (answer, error, seconds since `start`)."""
         try:
             y, err = self._predict(x, self.config.compute_timeout_s), None
         except Exception as e:
             y, err = None, EdgeUnavailable(f"{self.name} backend failed: {e}")
-        if time.perf_counter() - start > 10 * self.config.inline_max_s:  # it got slow: back to the thread
-            self._inline_blocked_until = time.perf_counter() + self.config.inline_cooldown_s
-        return y, err
+        end = time.perf_counter()
+        if end - start > 10 * self.config.inline_max_s:  # it got slow: back to the thread
+            self._inline_blocked_until = end + self.config.inline_cooldown_s
+        return y, err, end - start
 
     async def _await_call(self, call: asyncio.Future, n: int):
         # The backend was given compute_timeout_s itself; this guard, a little later, is for one that ignores it.

@@ -74,6 +74,13 @@ class EdgeService:
         self.request_timeout_s = config.request_timeout_s
         # A repository node's versions share one registry; a single-package gateway has its own.
         self.metrics = metrics or ServingMetrics("lepton_gateway")
+        m = self.metrics
+        # The children every request updates, looked up once.
+        self._queue_depth = m.child(m.queue_depth, self.name)
+        self._queue_latency = m.child(m.queue_latency, self.name)
+        self._batch_size = m.child(m.batch_size, self.name)
+        self._compute_latency = m.child(m.compute_latency, self.name)
+        self._uniform_counts: dict[tuple[str, str], tuple] = {}
         self.statistics = ModelStatistics()
         self.router = R.Router(config.policy, manifest)
         self.batcher = DynamicBatcher(backend.predict, config.batcher, name="edge", on_batch=self._on_batch)
@@ -207,20 +214,34 @@ class EdgeService:
 
     def _on_batch(self, n: int, queue_s: float, compute_s: float) -> None:
         self.statistics.executed(n, compute_s)
-        self.metrics.child(self.metrics.batch_size, self.name).observe(n)
-        self.metrics.child(self.metrics.compute_latency, self.name).observe(compute_s)
+        self._batch_size.observe(n)
+        self._compute_latency.observe(compute_s)
 
     # ---- one request ---------------------------------------------------------------------------------------
     async def infer(self, x: np.ndarray, request: InferRequest, timeout_s: float) -> tuple[np.ndarray, dict]:
         deadline = time.perf_counter() + timeout_s
         x_pre = self.manifest.preprocessing.apply(x)
-        self.metrics.child(self.metrics.queue_depth, self.name).set(self.batcher.depth)
+        self._queue_depth.set(self.batcher.depth)
         plan = self.router.plan(x_pre, self.edge_healthy, self.batcher.estimated_wait_s(), self.cloud is not None)
         outcome = await execute(plan, self, x, x_pre, deadline, self.output.shape, priority_of(request.parameters))
         return outcome.y, self._account(outcome)
 
     def _account(self, outcome: Outcome) -> dict:
         """Count the request and say in the response's parameters which path answered and why."""
+        if outcome.reason is not None and not outcome.degraded:  # one path, one reason: told without the arrays
+            path, reason, n = outcome.path, outcome.reason, outcome.y.shape[0]
+            counts = self._uniform_counts.get((path, reason))
+            if counts is None:
+                m = self.metrics
+                counts = self._uniform_counts[(path, reason)] = (
+                    m.child(m.samples, self.name, path, reason).inc, m.child(m.inferences, self.name, path, reason).inc,
+                    m.child(m.rows, self.name, path).inc)
+            samples, inferences, rows = counts
+            samples(n)
+            inferences()
+            rows(n)
+            edge = n if path == "edge" else 0
+            return {"served_by": path, "route_reason": reason, "edge_samples": edge, "cloud_samples": n - edge}
         served, reasons = outcome.served, outcome.reasons
         n_edge = int((served == "edge").sum())
         n_cloud = served.size - n_edge
@@ -275,22 +296,28 @@ class EdgeService:
     async def run_edge(self, x: np.ndarray, deadline: float, priority: int = DEFAULT_PRIORITY) -> np.ndarray:
         res = self.batcher.try_direct(x)
         if res is not None:
-            self.metrics.child(self.metrics.queue_latency, self.name).observe(0.0)
+            self._queue_latency.observe(0.0)
             self.statistics.batched(0.0, res.compute_s)
             return res.y
         fut = self.batcher.submit(x, priority)
-        remaining = deadline - time.perf_counter()
+        # The request's deadline as a timer that cancels its place in the queue (the batcher skips it), not
+        # wait_for's extra future and callbacks on every queued request.
+        expired = []
+        timer = asyncio.get_running_loop().call_later(max(deadline - time.perf_counter(), 1e-4), _expire, fut,
+                                                      expired)
         try:
-            res = await asyncio.wait_for(fut, max(remaining, 1e-4))
-        except asyncio.TimeoutError:
-            # Only the batcher judges the edge (a batch past compute_timeout_s is a hang); running out of the
-            # request's own time, which the caller may set as short as it likes, says nothing about it.
-            raise DeadlineExceeded("no answer within the request's timeout (the edge was still working on it)") \
-                from None
+            res = await fut
         except asyncio.CancelledError:
+            if expired:
+                # Only the batcher judges the edge (a batch past compute_timeout_s is a hang); running out of the
+                # request's own time, which the caller may set as short as it likes, says nothing about it.
+                raise DeadlineExceeded("no answer within the request's timeout (the edge was still working on "
+                                       "it)") from None
             fut.cancel()  # the caller went away: the batcher skips it
             raise
-        self.metrics.child(self.metrics.queue_latency, self.name).observe(res.queue_s)
+        finally:
+            timer.cancel()
+        self._queue_latency.observe(res.queue_s)
         self.statistics.batched(res.queue_s, res.compute_s)
         return res.y
 
@@ -298,6 +325,12 @@ class EdgeService:
         if self.cloud is None:
             raise Unavailable("no cloud configured (start the gateway with --cloud URL)")
         return await self.cloud.predict(x, timeout_s=max(deadline - time.perf_counter(), 1e-3))
+
+
+def _expire(fut: asyncio.Future, expired: list) -> None:
+    if not fut.done():
+        expired.append(True)
+        fut.cancel()
 
 
 def create_gateway(manifest: Manifest, backend: Backend, config: GatewayConfig | None = None):

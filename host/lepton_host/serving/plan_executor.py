@@ -10,7 +10,6 @@ to the gateway, which passes itself in as `Paths`.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -41,22 +40,63 @@ class Paths(Protocol):
     def queue_full(self) -> None: ...
 
 
-@dataclass
 class Outcome:
-    y: np.ndarray
-    served: np.ndarray  # per sample: "edge" | "cloud", the path whose answer is in y
-    reasons: np.ndarray  # per sample: the plan's reason, or what happened to it since
-    degraded: bool  # some answer is the edge's although the plan wanted the cloud's
-    cloud_err: ServingError | None  # why the cloud did not answer, when it did not
+    """What answered each sample and why. `path` and `reason`: the one path that answered every sample and the
+    one reason for all of them, when that is so (the common case, told without looking at every sample)."""
+
+    __slots__ = ("y", "degraded", "cloud_err", "path", "reason", "_served", "_reasons", "_plan_reasons")
+
+    def __init__(self, y: np.ndarray, served: np.ndarray | None, reasons: np.ndarray | None, degraded: bool,
+                 cloud_err: ServingError | None, path: str | None = None, reason: str | None = None,
+                 plan_reasons: np.ndarray | None = None):
+        self.y = y
+        self.degraded = degraded  # some answer is the edge's although the plan wanted the cloud's
+        self.cloud_err = cloud_err  # why the cloud did not answer, when it did not
+        self.path, self.reason = path, reason
+        self._served, self._reasons, self._plan_reasons = served, reasons, plan_reasons
+
+    @property
+    def served(self) -> np.ndarray:
+        """Per sample: "edge" | "cloud", the path whose answer is in y."""
+        if self._served is None:
+            self._served = np.full(self.y.shape[0], self.path, dtype="U5")
+        return self._served
+
+    @property
+    def reasons(self) -> np.ndarray:
+        """Per sample: the plan's reason, or what happened to it since."""
+        if self._reasons is None:
+            self._reasons = self._plan_reasons.copy()  # the plan stays as it was
+        return self._reasons
 
 
 async def execute(plan: RoutePlan, paths: Paths, x: np.ndarray, x_pre: np.ndarray, deadline: float,
                   output_shape: tuple[int, ...], priority: int = DEFAULT_PRIORITY) -> Outcome:
     """Answer raw features `x` (preprocessed: `x_pre`) as `plan` says, by `deadline` (perf_counter time);
     `priority` orders its edge work in the batching queue."""
+    if not plan.cascade and (plan.whole[0] if plan.whole is not None else plan.edge.all()):
+        # Every sample to the edge and nothing after it: one call, its answer as it comes.
+        try:
+            y = await paths.run_edge(x, deadline, priority)
+        except ServingError as e:
+            run = _Run(plan, paths, x, x_pre, deadline, output_shape, priority)
+            await run.edge_failed(np.arange(x.shape[0]), e)
+            return run.outcome()
+        paths.audit(x, y)
+        if y.dtype != np.float64 or y.shape[1:] != output_shape:
+            y = _as_output(y, output_shape)
+        return Outcome(y, None, None, False, None, "edge", None if plan.whole is None else plan.whole[1],
+                       plan.reasons)
     run = _Run(plan, paths, x, x_pre, deadline, output_shape, priority)
     await run.all_steps()
-    return Outcome(run.y, run.served, run.reasons, run.degraded, run.cloud_err)
+    return run.outcome()
+
+
+def _as_output(y: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+    """An answer as float64 of the model's output shape (raises as an assignment does when it cannot be)."""
+    out = np.empty((y.shape[0], *output_shape), dtype=np.float64)
+    out[:] = y
+    return out
 
 
 class _Run:
@@ -71,6 +111,9 @@ class _Run:
         self.degraded = False
         self.cloud_err: ServingError | None = None
         self.edge_err: ServingError | None = None
+
+    def outcome(self) -> Outcome:
+        return Outcome(self.y, self.served, self.reasons, self.degraded, self.cloud_err)
 
     async def all_steps(self) -> None:
         edge_idx = np.flatnonzero(self.plan.edge)
@@ -92,15 +135,19 @@ class _Run:
     async def _edge_step(self, idx: np.ndarray) -> None:
         try:
             await self._edge_then_cascade(idx)
-        except Overloaded:
+        except ServingError as e:
+            await self.edge_failed(idx, e)
+
+    async def edge_failed(self, idx: np.ndarray, e: ServingError) -> None:
+        """The edge's samples `idx` after their edge call raised `e`."""
+        if isinstance(e, Overloaded):
             self.paths.queue_full()
-            raise
-        except DeadlineExceeded:
+            raise e
+        if isinstance(e, DeadlineExceeded):
             # The caller's own deadline ran out while the edge was working on it: nothing is wrong with the
             # edge (other requests keep using it), and the cloud would have no time left either.
-            raise
-        except ServingError as e:
-            await self._after_edge_failure(idx, e)
+            raise e
+        await self._after_edge_failure(idx, e)
 
     async def _edge_then_cascade(self, idx: np.ndarray) -> None:
         x = self.x if idx.size == self.x.shape[0] else self.x[idx]

@@ -120,6 +120,9 @@ class RoutePlan:
     # A cloud that cannot answer leaves its samples to the edge, marked degraded, if the edge is in service at
     # that moment (else the request fails). The cascade's unsure answers always stand when the cloud fails.
     edge_if_cloud_fails: bool = False
+    # (to the edge?, reason) when every sample goes the same way for the same reason; None: they differ, or the
+    # plan's maker did not say.
+    whole: tuple[bool, str] | None = None
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -136,19 +139,28 @@ class RoutePlan:
 def whole_request_route(policy: RoutingPolicy, facts: RequestFacts) -> tuple[bool, str] | None:
     """(to the edge?, reason) when one rule decides for every sample of the request, in order of precedence;
     None when each sample goes by its range check."""
+    return _whole_request_route(policy, facts.edge_healthy, facts.edge_wait_s, facts.has_cloud)
+
+
+def _whole_request_route(policy: RoutingPolicy, edge_healthy: bool, edge_wait_s: float,
+                         has_cloud: bool) -> tuple[bool, str] | None:
     if policy.mode == "edge":
-        return True, FORCED
-    if policy.mode == "auto" and not facts.has_cloud:
-        return True, NO_CLOUD
+        return _EDGE_FORCED
+    if policy.mode == "auto" and not has_cloud:
+        return _EDGE_NO_CLOUD
     if policy.mode == "cloud":
-        return False, FORCED
-    if not facts.edge_healthy:
-        return False, EDGE_UNHEALTHY
-    if policy.latency_budget_s is not None and facts.edge_wait_s > policy.latency_budget_s:
-        return False, EDGE_BUSY
+        return _CLOUD_FORCED
+    if not edge_healthy:
+        return _CLOUD_EDGE_UNHEALTHY
+    if policy.latency_budget_s is not None and edge_wait_s > policy.latency_budget_s:
+        return _CLOUD_EDGE_BUSY
     if not policy.check_range:
-        return True, IN_RANGE
+        return _EDGE_IN_RANGE
     return None
+
+
+_EDGE_FORCED, _EDGE_NO_CLOUD, _EDGE_IN_RANGE = (True, FORCED), (True, NO_CLOUD), (True, IN_RANGE)
+_CLOUD_FORCED, _CLOUD_EDGE_UNHEALTHY, _CLOUD_EDGE_BUSY = (False, FORCED), (False, EDGE_UNHEALTHY), (False, EDGE_BUSY)
 
 
 def needs_range_check(policy: RoutingPolicy, facts: RequestFacts) -> bool:
@@ -181,34 +193,54 @@ def plan_route(policy: RoutingPolicy, task: str, facts: RequestFacts) -> RoutePl
         edge = np.array(facts.in_range, dtype=bool).reshape(n)
         reasons = np.full(n, IN_RANGE, object)
         reasons[~edge] = OUT_OF_RANGE
+        whole = (True, IN_RANGE) if edge.all() else (False, OUT_OF_RANGE) if not edge.any() else None
     return RoutePlan(
         edge, reasons,
         cascade=cascade_check(policy, task) if facts.has_cloud else "",
         cloud_if_edge_fails=facts.has_cloud,
         edge_if_cloud_fails=policy.degrade_to_edge and policy.mode != "cloud",
+        whole=whole,
     )
+
+
+PLAN_CACHE_ROWS = 64  # plans decided for the whole request are kept for requests of up to this many samples
 
 
 class Router:
     """The policy applied to one model: the plan for a request (computing its range check when the plan
-    depends on it) and, after the edge, the samples to escalate."""
+    depends on it) and, after the edge, the samples to escalate. The policy is fixed for the router's life: a
+    plan that one rule decides for the whole request depends only on that rule and the request's size, and is
+    made once (its arrays read-only) and reused."""
 
     def __init__(self, policy: RoutingPolicy, manifest: Manifest):
         self.policy = policy
         self.manifest = manifest
         self.task = manifest.model.task
         self.input_format = manifest.input.format
+        self._lo, self._hi = self.input_format.min_value, self.input_format.max_value
         self.criterion = C.criterion(policy.cascade_criterion, self.task) if self.task in C.DEFAULT_CRITERION else None
+        self._plans: dict[tuple, RoutePlan] = {}
 
     def in_range(self, x_pre: np.ndarray) -> np.ndarray:
-        """Per sample: every preprocessed value representable in the accelerator's input format."""
-        return self.input_format.representable(x_pre).reshape(x_pre.shape[0], -1).all(axis=1)
+        """Per sample: every preprocessed value representable in the accelerator's input format (the format's
+        `representable`, as two comparisons against its bounds)."""
+        flat = x_pre.reshape(x_pre.shape[0], -1)
+        return (flat >= self._lo).all(axis=1) & (flat <= self._hi).all(axis=1)
 
     def plan(self, x_pre: np.ndarray, edge_healthy: bool, edge_wait_s: float, has_cloud: bool) -> RoutePlan:
-        facts = RequestFacts(x_pre.shape[0], edge_healthy, edge_wait_s, has_cloud)
-        if needs_range_check(self.policy, facts):
-            facts = RequestFacts(facts.n, edge_healthy, edge_wait_s, has_cloud, self.in_range(x_pre))
-        return plan_route(self.policy, self.task, facts)
+        n = x_pre.shape[0]
+        whole = _whole_request_route(self.policy, edge_healthy, edge_wait_s, has_cloud)
+        if whole is None:
+            return plan_route(self.policy, self.task,
+                              RequestFacts(n, edge_healthy, edge_wait_s, has_cloud, self.in_range(x_pre)))
+        key = (n, whole, has_cloud)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_route(self.policy, self.task, RequestFacts(n, edge_healthy, edge_wait_s, has_cloud))
+            if n <= PLAN_CACHE_ROWS:
+                plan.edge.flags.writeable = plan.reasons.flags.writeable = False
+                self._plans[key] = plan
+        return plan
 
     before_edge = plan  # the plan's `edge` and `reasons` say where each sample goes first and why
 
