@@ -5,7 +5,8 @@ the protocol together: the routes (routes_info.py: health, metadata, Triton's mo
 routes_infer.py: inference in JSON or with the binary tensor extension, validated, within a body size limit),
 the error handlers that answer every failure as `{"error": ...}` with its status (error_responses.py), and
 the middleware (middleware.py): an optional bearer token on every route but the health probes, and the
-Prometheus request counts and latency.
+Prometheus request counts and latency. Inference requests take a front door (middleware.InferFront) ahead of
+Starlette's router and its middleware, under the same rules: they are the request path that has to be lean.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from .error_responses import EXCEPTION_HANDLERS
-from .middleware import BearerToken, RequestMetrics
+from .middleware import BearerToken, InferFront, RequestMetrics
 from .model_service import ModelService, ServerOptions, TensorInfo
 from .routes_infer import InferRoute
 from .routes_info import InfoRoutes, SingleModel
@@ -36,7 +37,8 @@ def create_models_app(models, options: ServerOptions | None = None, extra_routes
     `extra_routes(route)` adds routes built with the same token and metrics rules."""
     opts = options or ServerOptions()
     info = InfoRoutes(models, opts)
-    infer = InferRoute(models, opts).infer
+    infer_route = InferRoute(models, opts)
+    infer = infer_route.infer
     token = [Middleware(BearerToken, token=opts.token)] if opts.token else None
 
     def route(path: str, endpoint, name: str, public: bool = False, methods: list[str] | None = None) -> Route:
@@ -65,8 +67,26 @@ def create_models_app(models, options: ServerOptions | None = None, extra_routes
     ]
     metrics = Middleware(RequestMetrics, metrics=models.metrics, routes=routes, timed_route=INFER_ROUTE,
                          model=models.name)
-    return Starlette(routes=routes, middleware=[metrics], exception_handlers=EXCEPTION_HANDLERS,
-                     lifespan=_lifespan(models))
+    front = InferFront(infer_route.answer, models.metrics, INFER_ROUTE, models.name, opts.token)
+    return OipApp(front, routes=routes, middleware=[metrics], exception_handlers=EXCEPTION_HANDLERS,
+                  lifespan=_lifespan(models))
+
+
+class OipApp(Starlette):
+    """Starlette with the inference front ahead of its middleware and router."""
+
+    def __init__(self, front: InferFront, **kwargs):
+        super().__init__(**kwargs)
+        self._front = front
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            params = self._front.path_params(scope)
+            if params is not None:
+                scope["app"] = self
+                await self._front(scope, receive, send, params)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _lifespan(service: ModelService):
