@@ -71,8 +71,8 @@ def test_failed_builds_leave_nothing_behind(tmp_path):
 
 
 def test_interrupted_rebuild_keeps_the_old_package(build_pkg, tiny_model, tmp_path):
-    """Ctrl-C in the middle of `build --force` over a finished package: the old package is untouched and no
-    temporary folder is left."""
+    """Ctrl-C in the middle of `build --force` over a finished package (as the C simulation starts compiling,
+    the step that takes longest): the old package is untouched and no temporary folder is left."""
     from lepton_hls.build import build_package
     from lepton_hls.build_config import load_config
     from lepton_hls.progress import Progress
@@ -84,15 +84,17 @@ def test_interrupted_rebuild_keeps_the_old_package(build_pkg, tiny_model, tmp_pa
 
         def step(self, what, heartbeat_s=None):
             if what == self.step_name:
+                self.building = [p.name for p in tmp_path.iterdir() if ".building-" in p.name]
                 raise KeyboardInterrupt
             return super().step(what, heartbeat_s)
 
     out = tmp_path / "pkg"
     shutil.copytree(build_pkg(str(tiny_model)), out)
     before = (out / "manifest.json").read_bytes()
+    interrupted = InterruptedAt("write HLS project and compile C simulation")
     with pytest.raises(KeyboardInterrupt):
-        build_package(str(tiny_model), out, load_config(), verify_samples=50, force=True,
-                      progress=InterruptedAt("export emulators"))
+        build_package(str(tiny_model), out, load_config(), verify_samples=50, force=True, progress=interrupted)
+    assert len(interrupted.building) == 1  # the build was under way, in its temporary folder
     assert _leftovers(tmp_path) == ["pkg"]
     assert (out / "manifest.json").read_bytes() == before
     load_manifest(out)  # every artifact still matches
