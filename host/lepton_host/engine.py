@@ -4,13 +4,16 @@ Every value is a raw two's-complement integer in int64 and every assignment goes
 `FixedFormat.requantize`/`overflow`, so the arithmetic is ap_fixed's. Matrix products run in float64 BLAS
 where a per-layer bound proves every partial sum stays below 2**53 (then float64 is exact); otherwise in int64,
 which wraps modulo 2**64 and is therefore still exact for accumulators with WRAP overflow.
+
+This module interprets the graph node by node (`run_raw_reference`); whole-network runs (`run_raw`, `predict`)
+go through the plan compiled from it once (engine_plan.py), which is tested against this interpreter.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from . import engine_merge
 from .errors import EmulationError
-from .engine_ops import _Convert, _fmt, _Mac, _windows
+from .engine_ops import _Convert, _fmt, _Mac, _top_bits, _windows
 from .fixedpoint import FixedFormat
 
 IR_SCHEMA = "lepton-hls/engine"
@@ -41,6 +44,7 @@ class _Node:
     work: int  # int64 elements per sample this node touches at its widest
     lo: int = 0  # proven bounds of the node's raw output values
     hi: int = 0
+    parts: dict = field(default_factory=dict)  # what the compiled plan (engine_plan.py) specialises on
 
 
 class Engine:
@@ -76,6 +80,7 @@ class Engine:
         feed = len(self.nodes)
         self._steps = [(n.fn, tuple(n.inputs) if n.op != "input" else (feed,)) for n in self.nodes]
         self._index = index
+        self._plan = None  # compiled on first use (engine_plan.Plan)
 
     @classmethod
     def load(cls, engine_dir: str | os.PathLike) -> Engine:
@@ -100,13 +105,43 @@ class Engine:
     def output_shape(self) -> tuple[int, ...]:
         return self.output_node.shape
 
+    @property
+    def plan(self):
+        """The compiled plan (engine_plan.py) that whole-network runs use."""
+        if self._plan is None:
+            from .engine_plan import Plan
+
+            self._plan = Plan(self)
+        return self._plan
+
+    def predict(self, x) -> np.ndarray:
+        """Model-domain floats (N, *input_shape) -> the output's real values (float64), the input quantized as
+        `FixedFormat.quantize` (the C simulation's double -> ap_fixed conversion) does: `run_raw` between the
+        input's quantization and the output's scaling, fused into one compiled call."""
+        x = np.asarray(x)
+        if x.shape[1:] != self.input_shape:
+            raise EmulationError(f"engine input of shape {x.shape}; expected (N, {self.input_shape})")
+        return self.plan.predict(x)
+
     def run_raw(self, raw: np.ndarray, trace: bool = False, after: str | None = None):
         """Raw input integers (N, *input_shape) -> raw output integers (N, *output_shape); with `trace`, a dict
         of every layer's raw output by layer name.
 
         With `after`, `raw` is the raw output (N, *shape) of layer `after`, computed elsewhere (the RTL core
         covers the network up to there), and only the layers after it run; `trace` then holds `after` and the
-        layers after it."""
+        layers after it.
+
+        Whole-network runs without `trace` go through the compiled plan; the others, and `run_raw_reference`,
+        interpret the graph node by node (the definition the plan is tested against)."""
+        raw = np.asarray(raw, dtype=np.int64)
+        if not trace and after is None:
+            if raw.shape[1:] != self.input_shape:
+                raise EmulationError(f"engine input of shape {raw.shape}; expected (N, {self.input_shape})")
+            return self.plan.run_raw(raw)
+        return self.run_raw_reference(raw, trace, after)
+
+    def run_raw_reference(self, raw: np.ndarray, trace: bool = False, after: str | None = None):
+        """`run_raw` by interpreting the graph node by node, each node's function allocating its result."""
         raw = np.asarray(raw, dtype=np.int64)
         if after is None:
             slot, first = len(self.nodes), 0
@@ -170,7 +205,8 @@ def _build(layer: dict, ins: list[_Node], arrays: dict) -> _Node:
     built = builder(layer, layer["params"], ins, fmt, arrays)
     fn, work = built[0], built[1]
     lo, hi = built[2] if len(built) > 2 else (fmt.raw_min, fmt.raw_max)
-    return _Node(layer["name"], op, [], shape, fmt, fn, max(work, int(np.prod(shape))), int(lo), int(hi))
+    parts = built[3] if len(built) > 3 else {}
+    return _Node(layer["name"], op, [], shape, fmt, fn, max(work, int(np.prod(shape))), int(lo), int(hi), parts)
 
 
 def _input(layer, p, ins, fmt, arrays):
@@ -200,11 +236,11 @@ def _activation(layer, p, ins, fmt, arrays):
     fn = p["function"]
     if fn == "linear":
         conv = _Convert(x.format.frac, fmt, x.lo, x.hi)
-        return (lambda xs: conv(xs[0])), 0, conv.bounds
+        return (lambda xs: conv(xs[0])), 0, conv.bounds, {"function": fn, "convert": conv}
     if fn == "relu":
         # relu(x) converted == conversion of max(x, 0): zero converts to zero in every format.
         conv = _Convert(x.format.frac, fmt, max(x.lo, 0), max(x.hi, 0))
-        return (lambda xs: conv(np.maximum(xs[0], 0))), 0, conv.bounds
+        return (lambda xs: conv(np.maximum(xs[0], 0))), 0, conv.bounds, {"function": fn, "convert": conv}
     raise EmulationError(f"engine layer {layer['name']!r}: activation {fn!r} is not supported")
 
 
@@ -257,7 +293,7 @@ def _dense(layer, p, ins, fmt, arrays):
         lead = x.shape[:-1]
         return conv(mac(x.reshape(-1, x.shape[-1]))).reshape(lead + (n_out,))
 
-    return fn, mac.work, conv.bounds
+    return fn, mac.work, conv.bounds, {"mac": mac, "convert": conv}
 
 
 def _conv(layer, p, ins, fmt, arrays):
@@ -305,7 +341,9 @@ def _conv(layer, p, ins, fmt, arrays):
         work = ih * iw * ch + oh * ow * ((kh * kw * ch if ch < 8 else 0) + 2 * nf)
     else:
         work = oh * ow * (kh * kw * ch + nf + mac.work)
-    return fn, work, conv.bounds
+    geometry = {"ih": ih, "iw": iw, "ch": ch, "kh": kh, "kw": kw, "oh": oh, "ow": ow, "sh": sh, "sw": sw,
+                "pads": (pads[1][0], pads[1][1], pads[2][0], pads[2][1])}
+    return fn, work, conv.bounds, {"mac": mac, "convert": conv, "geometry": geometry, "x_bounds": (x_lo, x_hi)}
 
 
 def _pool(layer, p, ins, fmt, arrays):
@@ -335,7 +373,9 @@ def _pool(layer, p, ins, fmt, arrays):
                 m = _windows(x.reshape(n, ih, iw, nf), p, ph, pw, pad).max(axis=(3, 4))
             return to_result(to_accum(m)).reshape((n,) + out_shape)
 
-        return fn, oh * ow * nf * ph * pw, to_result.bounds
+        geometry = {"ih": ih, "iw": iw, "nf": nf, "ph": ph, "pw": pw, "oh": oh, "ow": ow}
+        parts = {"mode": mode, "tiles": tiles, "to_accum": to_accum, "to_result": to_result, "geometry": geometry}
+        return fn, oh * ow * nf * ph * pw, to_result.bounds, parts
     if mode != "average":
         raise EmulationError(f"engine layer {layer['name']!r}: pooling mode {mode!r} is not supported")
     if p.get("count_pad"):
@@ -359,10 +399,6 @@ def _pool(layer, p, ins, fmt, arrays):
         return fmt.requantize(q, accum.frac).reshape((n,) + out_shape)
 
     return fn, oh * ow * nf * ph * pw
-
-
-def _top_bits(raw: np.ndarray, f: FixedFormat, n_bits: int) -> np.ndarray:
-    return (raw & ((1 << f.width) - 1)) >> (f.width - n_bits)
 
 
 def _tree_sum(e: np.ndarray, accum: FixedFormat) -> np.ndarray:
@@ -404,7 +440,9 @@ def _softmax(layer, p, ins, fmt, arrays):
         v = inv_table[_top_bits(s, inv_inp, n_inv)]
         return fmt.requantize(e * v[:, None], prod_frac).reshape(shape)
 
-    return fn, 0
+    parts = {"implementation": impl, "n_slice": n_slice, "n_exp": n_exp, "n_inv": n_inv, "exp_table": exp_table,
+             "inv_table": inv_table, "accum": accum, "inv_inp": inv_inp, "inp_norm": norm, "prod_frac": prod_frac}
+    return fn, 0, (fmt.raw_min, fmt.raw_max), parts
 
 
 _BUILDERS = {

@@ -1,6 +1,7 @@
 """The engine's arithmetic building blocks, shared by every layer kind's builder (engine.py, engine_merge.py,
-engine_spatial.py): an ap_fixed assignment with proven bounds (`_Convert`), the products-and-accumulation of
-dense and convolution layers (`_Mac`), convolution windows (`_windows`)."""
+engine_spatial.py, engine_plan.py): an ap_fixed assignment with proven bounds (`_Convert`), the
+products-and-accumulation of dense and convolution layers (`_Mac`), softmax's table index (`_top_bits`),
+convolution windows (`_windows`)."""
 
 from __future__ import annotations
 
@@ -200,6 +201,11 @@ class _Mac:
         xt = t.requantize(x, self.fx)[:, :, None]
         y = t.overflow((xt << self.exp_left) >> self.exp_right)
         return np.where(self.negative, t.overflow(-y), y)
+
+
+def _top_bits(raw: np.ndarray, f: FixedFormat, n_bits: int) -> np.ndarray:
+    """The top `n_bits` of raw values' `f.width`-bit patterns, as unsigned numbers (softmax's table index)."""
+    return (raw & ((1 << f.width) - 1)) >> (f.width - n_bits)
 
 
 def _windows(x: np.ndarray, p: dict, kh: int, kw: int, pad_value: int) -> np.ndarray:
