@@ -1,5 +1,5 @@
 """The engine's arithmetic building blocks, shared by every layer kind's builder (engine.py, engine_merge.py,
-engine_spatial.py, engine_plan.py): an ap_fixed assignment with proven bounds (`_Convert`), the
+engine_spatial.py, engine_plan_stages.py): an ap_fixed assignment with proven bounds (`_Convert`), the
 products-and-accumulation of dense and convolution layers (`_Mac`), softmax's table index (`_top_bits`),
 convolution windows (`_windows`)."""
 
