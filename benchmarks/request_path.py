@@ -16,7 +16,7 @@ with the default batching window too. Then the gateway's stages are timed inside
 timers around each stage's own function, their own cost taken out); what no timer covers is the HTTP app layer.
 `--profile` adds cProfile's view.
 
-    python benchmarks/request_path.py --package out/bench/jet [--requests 500] [--repeats 15] [--profile]
+    python benchmarks/request_path.py --package out/bench/jet [--requests 100] [--repeats 60] [--profile]
 
 Measures the gateway after its audit window (every answer re-computed for its first 10 s after start), at its
 steady 1% audit. Prints tables and writes benchmarks/results/request_path.json.
@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import functools
 import gc
 import io
 import json
@@ -385,6 +386,7 @@ async def stage_breakdown(service, app, req: Request, n: int) -> dict:
             "missing": timers.missing}
 
 
+@functools.lru_cache(maxsize=None)
 def timer_cost_s(n: int = 200000) -> float:
     """What one timer adds to a call (a wrapped no-op against the bare one)."""
     def noop():
@@ -478,14 +480,14 @@ async def measure(package: str, n: int, repeats: int, with_profile: bool) -> dic
         for b in (1, 16):
             req = reqs[(b, "binary")]
             results["concurrent"][f"batch {b}, binary, 4 callers"] = {
-                "floor": await concurrent_us(floor, req, 4, max(n // 4, 100), repeats),
-                "gateway, direct path": await concurrent_us(gw_instant, req, 4, max(n // 4, 100), repeats),
-                "gateway, default window": await concurrent_us(gw_window, req, 4, max(n // 4, 100), repeats),
+                "floor": await concurrent_us(floor, req, 4, max(n // 4, 25), repeats),
+                "gateway, direct path": await concurrent_us(gw_instant, req, 4, max(n // 4, 25), repeats),
+                "gateway, default window": await concurrent_us(gw_window, req, 4, max(n // 4, 25), repeats),
             }
         results["stages"] = {}
         for key in ((1, "binary"), (1, "json"), (16, "binary")):
             # the least disturbed of three instrumented runs
-            tries = [await stage_breakdown(svc_instant, gw_instant, reqs[key], n) for _ in range(5)]
+            tries = [await stage_breakdown(svc_instant, gw_instant, reqs[key], n) for _ in range(max(repeats // 4, 3))]
             results["stages"][f"batch {key[0]}, {key[1]}"] = min(tries, key=lambda t: t["instrumented_total_us"])
         profiles = {}
         if with_profile:
@@ -531,8 +533,9 @@ def report(r: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--package", required=True)
-    p.add_argument("--requests", type=int, default=500, help="requests per timed run")
-    p.add_argument("--repeats", type=int, default=15, help="timed runs per app and request (the least disturbed counts)")
+    p.add_argument("--requests", type=int, default=100, help="requests per timed run (short runs: on a shared "
+                   "machine the least disturbed of many short runs is the closest to the undisturbed cost)")
+    p.add_argument("--repeats", type=int, default=60, help="timed runs per app and request")
     p.add_argument("--profile", action="store_true", help="also print cProfile's view of the whole path")
     a = p.parse_args()
     r = asyncio.run(measure(a.package, a.requests, a.repeats, a.profile))
