@@ -35,7 +35,6 @@ import json
 import platform
 import pstats
 import statistics as st
-import sys
 import time
 from pathlib import Path
 
@@ -47,9 +46,8 @@ from lepton_host.serving import oip
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(HERE))
 
-import oip_floor  # noqa: E402
+import oip_floor  # noqa: E402  (beside this script, on its path when run as one)
 
 
 # ---- driving an ASGI app without sockets -------------------------------------------------------------------
