@@ -1,11 +1,10 @@
 """The exactness pass on layer kinds a user's own model brings: each tiny QKeras model is converted with the default
 configuration, compiled by hls4ml, and its C simulation compared with the model run in float64 on inputs on the
-input grid."""
+input grid; and `default_precision`, which replaces the pass with one type."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,38 +14,13 @@ qkeras = pytest.importorskip("qkeras")
 
 from qkeras import QActivation, QConv1D, QDense, quantized_bits, quantized_relu  # noqa: E402
 
+from float64_reference import csim_vs_float64, grid_inputs, save_json_model  # noqa: E402
 from lepton_hls.build_config import BuildConfig  # noqa: E402
 from lepton_hls.keras_io import ModelFiles, ModelLoadError, load_keras  # noqa: E402
 from lepton_host.fixedpoint import FixedFormat  # noqa: E402
 
 L = tf.keras.layers
 Q6 = dict(kernel_quantizer=quantized_bits(6, 0, alpha=1), bias_quantizer=quantized_bits(6, 0, alpha=1))
-
-
-def _save(model, tmp_path: Path) -> ModelFiles:
-    weights = tmp_path / "weights.h5"
-    model.save_weights(str(weights))
-    return ModelFiles("m", str(tmp_path / "model.json"), model.to_json(), weights)
-
-
-def _grid_inputs(model, n: int = 2000) -> np.ndarray:
-    fmt = FixedFormat.parse(BuildConfig().input_precision)
-    x = 2 * np.random.default_rng(1).standard_normal((n, *model.input_shape[1:]))
-    return fmt.cast(np.clip(x, fmt.min_value, fmt.max_value))
-
-
-def _csim_vs_float64(model, tmp_path: Path, cfg: BuildConfig | None = None):
-    """(identical-row fraction, ConversionReport, hls_model) of the conversion (the default one unless `cfg` is
-    given) against the float64 twin."""
-    from lepton_hls.convert import convert
-
-    hls_model, report = convert(model, cfg or BuildConfig(), str(tmp_path / "hls"))
-    hls_model.compile()
-    x = _grid_inputs(model)
-    got = np.asarray(hls_model.predict(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
-    ref = load_keras(_save(model, tmp_path), "float64").predict(x, verbose=0)
-    got, ref = got.reshape(len(x), -1), np.asarray(ref, dtype=np.float64).reshape(len(x), -1)
-    return float(np.mean(np.all(got == ref, axis=1))), report, hls_model
 
 
 def test_batchnorm_before_a_quantizer(tmp_path):
@@ -60,7 +34,7 @@ def test_batchnorm_before_a_quantizer(tmp_path):
     model.get_layer("bn").set_weights(
         [rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.3, 6), rng.normal(0, 0.5, 6), rng.uniform(0.5, 2, 6)]
     )
-    identical, report, _ = _csim_vs_float64(model, tmp_path)
+    identical, report, _ = csim_vs_float64(model, tmp_path)
     assert set(report.exact_types["bn"]) == {"scale", "bias", "result"}
     # The folded scale is a real number, so BN itself cannot be exact; with 24-bit scale and bias the error sits
     # far below the following quantizer's LSB, and only a value within ~2^-20 of a rounding boundary could differ.
@@ -77,7 +51,7 @@ def test_average_pooling_divides_exactly_and_a_trailing_quantized_bits_keeps_its
     x = L.AveragePooling1D(2, name="pool")(x)
     x = QDense(3, name="out", **Q6)(L.Flatten(name="flat")(x))
     model = tf.keras.Model(inp, QActivation("quantized_bits(8,3,alpha=1)", name="qout")(x))
-    identical, report, hls_model = _csim_vs_float64(model, tmp_path)
+    identical, report, hls_model = csim_vs_float64(model, tmp_path)
     assert identical == 1.0
     assert "pool" in report.exact_types
     assert "qout" in [layer.name for layer in hls_model.get_layers()]
@@ -101,7 +75,7 @@ def test_merge_layers_hold_their_exact_result(tmp_path):
     y = outs[0]
     for i, o in enumerate(outs[1:]):  # hls4ml merges two tensors at a time
         y = L.Concatenate(name=f"all{i}")([y, o])
-    identical, report, _ = _csim_vs_float64(tf.keras.Model(inp, y), tmp_path)
+    identical, report, _ = csim_vs_float64(tf.keras.Model(inp, y), tmp_path)
     assert identical == 1.0
     assert "avg" in report.exact_types  # hls4ml infers Average one fraction bit short
 
@@ -115,15 +89,15 @@ def _relu_model(activation):
 @pytest.mark.parametrize("activation", ["quantized_relu(8,3)", quantized_relu(8, 3), quantized_relu(6, 2, negative_slope=0.25)])
 def test_json_model_with_quantizer_given_as_string_or_object(tmp_path, activation):
     model = _relu_model(activation)
-    files = _save(model, tmp_path)
-    x = _grid_inputs(model, 64)
+    files = save_json_model(model, tmp_path)
+    x = grid_inputs(model, 64)
     for dtype in ("float32", "float64"):
         loaded = load_keras(files, dtype)
         assert np.array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0).astype(dtype))
 
 
 def test_json_model_that_cannot_be_rebuilt_names_the_layer(tmp_path):
-    files = _save(_relu_model(quantized_relu(8, 3)), tmp_path)
+    files = save_json_model(_relu_model(quantized_relu(8, 3)), tmp_path)
     arch = json.loads(files.architecture_json)
     act = next(l for l in arch["config"]["layers"] if l["class_name"] == "QActivation")
     act["config"]["activation"]["class_name"] = "my_own_quantizer"  # a custom quantizer the loader does not know
@@ -134,36 +108,14 @@ def test_json_model_that_cannot_be_rebuilt_names_the_layer(tmp_path):
     assert "\n" not in msg and "'act' (QActivation)" in msg and "full .h5" in msg
 
 
-def test_verify_names_the_narrowed_layer_and_the_type_that_fixes_it(tmp_path, capsys):
-    import contextlib
+def test_default_precision_types_every_layer_no_quantizer_fixes(tmp_path):
+    """`default_precision`: one type for every free layer instead of the exactness pass (no compile needed to
+    see it; test_package_state's failed package shows verify naming a narrowed layer and the type that fixes it)."""
+    from lepton_hls.convert import convert
 
-    import yaml
-
-    from lepton_hls.build import build_package
-    from lepton_hls.build_config import load_config
-    from lepton_hls.commands.verify import print_summary
-    from lepton_hls.progress import Progress
-
-    model = _relu_model("quantized_relu(8,3)")
-    model_path = tmp_path / "mlp.h5"
-    model.save(model_path)
-
-    with contextlib.redirect_stdout(None):
-        _, narrow = build_package(
-            str(model_path), tmp_path / "narrow", load_config(layer_precision={"fc1": {"result": "fixed<10,4>"}}),
-            verify_samples=300, progress=Progress(False),
-        )
-    assert narrow["identical_rows_on_grid"] < 1.0 and not narrow["passed"]
-    assert narrow["identical_rows_off_grid"] is not None and "input quantization" in narrow["off_grid_explanation"]
-    first = narrow["first_difference"]
-    assert first["name"] == "fc1" and first["set"] == "on_grid"
-    suggested = yaml.safe_load(first["suggested_config"])["layer_precision"]
-    assert list(suggested) == ["fc1"] and "result" in suggested["fc1"]
-    print_summary(narrow)
-    text = capsys.readouterr().out
-    assert "layer_precision:\n    fc1:\n      result: fixed<" in text and "off_grid rows also differ because" in text
-
-    # The suggestion, as the user would paste it, is exact: the same conversion with it, compiled and compared
-    # with the float64 model on the input grid (a second package would add the traced rebuild of its verify).
-    identical, _, _ = _csim_vs_float64(model, tmp_path / "fixed", load_config(layer_precision=suggested))
-    assert identical == 1.0
+    hls_model, report = convert(_relu_model("quantized_relu(8,3)"), BuildConfig(default_precision="ap_fixed<8,2>"),
+                                str(tmp_path / "hls"))
+    types = {layer.name: FixedFormat.parse(str(layer.get_output_variable().type.precision))
+             for layer in hls_model.get_layers()}
+    assert types["fc1"] == FixedFormat.parse("ap_fixed<8,2>") and report.exact_types == {}
+    assert types["act"] != types["fc1"]  # the quantized_relu fixes its own type

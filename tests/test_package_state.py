@@ -130,15 +130,17 @@ def test_finished_package_works_where_it_was_moved(build_pkg, tiny_model):
 # ---- packages that failed their fidelity check -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def failed_package(tiny_model, tmp_path_factory):
-    """The tiny model built with one 8-bit type for every free layer: fc1's results wrap around, so the
-    package misses its fidelity. `build` keeps it, marked failed, and exits 1."""
+    """The tiny model built with fc1's result narrowed to fixed<10,4>: fc1 loses bits, so the package misses
+    its fidelity. `build` keeps it, marked failed, exits 1, and prints the type that would fix the layer."""
     folder = tmp_path_factory.mktemp("narrow")
     cfg = folder / "narrow.yml"
-    cfg.write_text('default_precision: "ap_fixed<8,2>"\n')
+    cfg.write_text("layer_precision:\n  fc1:\n    result: fixed<10,4>\n")
     out = folder / "pkg"
     r = run_cli("build", tiny_model, "--out", out, "--config", cfg, "--samples", 100)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "marked failed in its manifest" in r.stderr and "FAIL" in r.stdout
+    assert "layer_precision:\n    fc1:\n      result: fixed<" in r.stdout, r.stdout
+    assert "off_grid rows also differ because" in r.stdout, r.stdout
     assert _leftovers(folder, keep={"narrow.yml"}) == ["pkg"]
     return out
 
@@ -152,6 +154,28 @@ def test_failed_fidelity_is_recorded_in_the_manifest(failed_package):
     assert report["passed"] is False and report["identical_rows"] == v.identical_rows
 
 
+def test_verify_names_the_narrowed_layer_and_the_type_that_fixes_it(failed_package, tiny_model, tmp_path):
+    import yaml
+
+    from float64_reference import csim_vs_float64
+    from lepton_hls.build import resolve_model
+    from lepton_hls.build_config import load_config
+    from lepton_hls.keras_io import load_keras
+
+    report = json.loads((failed_package / "reports" / "verify.json").read_text())
+    assert report["identical_rows_on_grid"] < 1.0
+    assert report["identical_rows_off_grid"] is not None and "input quantization" in report["off_grid_explanation"]
+    first = report["first_difference"]
+    assert first["name"] == "fc1" and first["set"] == "on_grid"
+    suggested = yaml.safe_load(first["suggested_config"])["layer_precision"]
+    assert list(suggested) == ["fc1"] and "result" in suggested["fc1"]
+    # The suggestion, as the user would paste it, is exact: the same conversion with it, compiled and compared
+    # with the float64 model on the input grid (a package would add the traced rebuild of its verify).
+    model = load_keras(resolve_model(str(tiny_model)).files)
+    identical, _, _ = csim_vs_float64(model, tmp_path, load_config(layer_precision=suggested))
+    assert identical == 1.0
+
+
 def test_predict_refuses_a_failed_package_unless_allowed(failed_package, tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.random.default_rng(0).standard_normal((6, 16)))
@@ -159,7 +183,8 @@ def test_predict_refuses_a_failed_package_unless_allowed(failed_package, tmp_pat
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
-    assert str(failed_package) in lines[0] and "identical rows 0.0000 (needs >= 1.0)" in lines[0]
+    v = load_manifest(failed_package).verification
+    assert str(failed_package) in lines[0] and f"identical rows {v.identical_rows:.4f} (needs >= 1.0)" in lines[0]
     assert "--allow-unverified" in lines[0]
 
     r = run_cli("predict", failed_package, "-i", x, "--target", "emulator", "--allow-unverified", "-o",
