@@ -93,7 +93,7 @@ class Plan:
         if b is None:
             compiled = self._compiled.get(mode)
             if compiled is None:
-                compiled = self._compiled[mode] = _compile(self._engine, mode)
+                compiled = self._compiled[mode] = _plan_for(self._engine, mode)
             if len(plans) >= MAX_BATCH_SIZES:
                 del plans[next(iter(plans))]
             b = plans[(mode, n)] = _Bound(compiled, self._engine, n, mode == "raw")
@@ -108,7 +108,7 @@ class _Compiled:
         self.stages, self.kinds, self.out_id = stages, kinds, out_id
 
 
-def _compile(engine, mode: str) -> _Compiled:
+def _plan_for(engine, mode: str) -> _Compiled:
     nodes = engine.nodes
     consumers: list[list[int]] = [[] for _ in nodes]
     for i, node in enumerate(nodes):
