@@ -56,7 +56,7 @@ class CsimEmulator(Emulator):
         fn.restype = None
         fn.argtypes = [ptr, ptr]
         self._fn = fn
-        _check_first_call(lib_path, fn, self.input.size, self.output.size)
+        _check_first_call(lib_path, f"{project_name}_double", self.input.size, self.output.size)
 
     def predict(self, x) -> np.ndarray:
         """Pass float64 values straight to the C simulation, which quantizes them itself."""
@@ -142,28 +142,34 @@ def _project_name(root: Path) -> str:
     return "myproject"
 
 
-def _check_first_call(lib_path: Path, fn, n_in: int, n_out: int) -> None:
+# The first call, made by a fresh interpreter that loads nothing but the library (no numpy, no threads).
+_FIRST_CALL = (
+    "import ctypes, os, sys\n"
+    "fn = getattr(ctypes.CDLL(sys.argv[1], mode=os.RTLD_LOCAL), sys.argv[2])\n"
+    "fn.restype = None\n"
+    "fn((ctypes.c_double * int(sys.argv[3]))(), (ctypes.c_double * int(sys.argv[4]))())\n"
+)
+
+
+def _check_first_call(lib_path: Path, symbol: str, n_in: int, n_out: int) -> None:
     """A C simulation compiled with hls4ml's default WriteWeightsTxt reads its weight files at its first call and
     calls exit(1) when they are gone (packages from `lepton-hls build` look beside the library, in
     hls/firmware/weights; hls4ml's own libraries look in the absolute directory they were compiled in). Make that
-    first call in a forked child, so such a library is refused with a message instead of ending this process."""
-    if b"load_weights_from_txt" not in lib_path.read_bytes() or not hasattr(os, "fork"):
+    first call in a child process, so such a library is refused with a message instead of ending this process.
+    The child is a new interpreter, not a fork: a fork of a process that runs other threads (TensorFlow's,
+    a server's) can hang on a lock one of them held."""
+    import subprocess
+    import sys
+
+    if b"load_weights_from_txt" not in lib_path.read_bytes():
         return
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: only the library call, then leave without running Python's exit handlers
-        try:
-            os.dup2(write_end, 1)
-            os.dup2(write_end, 2)
-            fn(np.zeros(n_in), np.zeros(n_out))
-            os._exit(0)
-        except BaseException:
-            os._exit(3)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as r:
-        said = r.read().decode(errors="replace").strip()
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    cmd = [sys.executable, "-c", _FIRST_CALL, str(lib_path.resolve()), symbol, str(n_in), str(n_out)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise EmulationError(f"{lib_path} did not return from its first call within 120 s") from None
+    if r.returncode != 0:
+        said = (r.stdout + r.stderr).decode(errors="replace").strip()
         detail = said.splitlines()[0] if said else "it exited at its first call"
         raise EmulationError(
             f"{lib_path} cannot run: {detail}. It reads its weight files from the package's hls/firmware/weights "
