@@ -54,5 +54,6 @@ def tiny_rtl(build_pkg, tiny_model):
     from lepton_hls.rtl.package import rtl_package
 
     pkg = build_pkg(str(tiny_model), samples=200)
-    result = rtl_package(pkg, clock_ns=5.0, check_samples=10000, log=lambda *_: None)
+    # Every core for the Verilator build, as `lepton-hls rtl` does by default (its make runs the compiles in parallel).
+    result = rtl_package(pkg, clock_ns=5.0, check_samples=10000, jobs=os.cpu_count() or 1, log=lambda *_: None)
     return pkg, result
