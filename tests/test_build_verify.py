@@ -170,7 +170,8 @@ def _po2_relu_model(path: Path):
     h = QActivation("quantized_relu(4,1)", name="qrelu")(h)
     h = tf.keras.layers.Flatten(name="flat")(h)
     # no softmax on top: its tables would cost a probe compile and have nothing to do with these two
-    out = QDense(4, kernel_quantizer="quantized_po2(6,1)", bias_quantizer="quantized_bits(8,3,alpha=1)", name="dense")(h)
+    out = QDense(4, kernel_quantizer="quantized_po2(6,1)", bias_quantizer="quantized_bits(8,3,alpha=1)",
+                 name="dense")(h)
     model = tf.keras.Model(inp, out)
     path.write_text(model.to_json())
     model.save_weights(str(path.with_name(path.stem + "_weights.h5")))
