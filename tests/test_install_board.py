@@ -267,16 +267,18 @@ def _dist(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _board_closure() -> set[str]:
-    """The distributions that `pip install lepton-hls[board]` brings: the core and [board] requirements and,
-    through the ones installed here, theirs (without their own extras)."""
+def _closure(*extras: str) -> set[str]:
+    """The distributions that `pip install lepton-hls[<extras>]` brings: the core and those extras'
+    requirements and, through the ones installed here, theirs (without their own extras)."""
     import importlib.metadata as md
     import tomllib
 
     from packaging.requirements import Requirement
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    todo = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["board"]]
+    todo = [Requirement(r) for r in project["dependencies"]]
+    for extra in extras:
+        todo += [Requirement(r) for r in project["optional-dependencies"][extra]]
     seen: set[str] = set()
     while todo:
         req = todo.pop()
@@ -292,13 +294,26 @@ def _board_closure() -> set[str]:
     return seen
 
 
-def _board_side_imports() -> set[str]:
+def _board_closure() -> set[str]:
+    return _closure("board")
+
+
+def _is_grpc_module(path: Path) -> bool:
+    """The protocol over gRPC lives in serving/grpc_*: the [grpc] extra's, loaded only behind --grpc-port."""
+    rel = path.relative_to(ROOT / "host" / "lepton_host")
+    return rel.parts[0] == "serving" and rel.parts[1].startswith("grpc_")
+
+
+def _board_side_imports(grpc: bool = False) -> set[str]:
     """Top-level modules outside the standard library that host/lepton_host imports, except under a
-    `try: ... except ImportError` (optional)."""
+    `try: ... except ImportError` (optional); with grpc=True those of the [grpc] extra's modules, otherwise
+    those of the rest."""
     import ast
 
     found: set[str] = set()
     for path in (ROOT / "host" / "lepton_host").rglob("*.py"):
+        if _is_grpc_module(path) != grpc:
+            continue
         tree = ast.parse(path.read_text())
         optional = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
                     and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in t.handlers)
@@ -313,6 +328,23 @@ def _board_side_imports() -> set[str]:
     return {m for m in found if m not in sys.stdlib_module_names and m != "lepton_host"}
 
 
+def _module_level_imports_of_grpc_modules() -> list[str]:
+    """Modules outside serving/grpc_* that import one of them at module level: a board without [grpc] could not
+    load them."""
+    import ast
+
+    found = []
+    for path in (ROOT / "host" / "lepton_host").rglob("*.py"):
+        if _is_grpc_module(path):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] in {"grpc", "google"} or ".grpc_" in "." + n for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
 def test_board_extra_provides_every_board_side_import_and_no_build_toolchain():
     import importlib.metadata as md
 
@@ -323,4 +355,17 @@ def test_board_extra_provides_every_board_side_import_and_no_build_toolchain():
     assert {"numpy", "pynq", "starlette", "httpx"} <= imports  # the scan sees the board side's imports
     missing = {m: providers.get(m) for m in imports if not {_dist(d) for d in providers.get(m, [])} & closure}
     assert not missing, f"imported by host/lepton_host, not brought by lepton-hls[board]: {missing}"
+
+
+def test_grpc_extra_provides_the_grpc_front_s_imports_and_the_board_side_loads_without_it():
+    import importlib.metadata as md
+
+    closure = _closure("board", "grpc")
+    assert not closure & BUILD_TOOLCHAIN, sorted(closure & BUILD_TOOLCHAIN)
+    providers = md.packages_distributions()
+    imports = _board_side_imports(grpc=True)
+    assert {"grpc", "google"} <= imports  # the scan sees the gRPC front's imports
+    missing = {m: providers.get(m) for m in imports if not {_dist(d) for d in providers.get(m, [])} & closure}
+    assert not missing, f"imported by lepton_host.serving.grpc_*, not brought by lepton-hls[board,grpc]: {missing}"
+    assert not _module_level_imports_of_grpc_modules(), "load the gRPC front lazily, behind --grpc-port"
 
