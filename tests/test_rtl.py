@@ -83,3 +83,13 @@ def test_cli_rtl_refuses_a_non_package(tmp_path):
     r = run_cli("rtl", tmp_path / "nope")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "lepton-hls rtl: error:" in r.stderr
+
+
+def test_the_environment_holds_da4ml_s_compiled_solver(tmp_path, monkeypatch):
+    """`make env` compiles da4ml's solver into numba's cache, so that no trace pays the minutes it takes."""
+    from lepton_hls.rtl.warmup import solver_is_cached
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert solver_is_cached(), "run `python -m lepton_hls.rtl.warmup` (make env does)"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert not solver_is_cached()

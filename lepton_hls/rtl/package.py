@@ -19,6 +19,7 @@ from ..report_record import record_report, write_json
 from .build import RtlReport, build_rtl
 from .graph import load_engine_ir
 from .tracer import trace
+from .warmup import solver_is_cached
 
 RTL_DIR = "rtl"
 REPORT = Path("reports") / "rtl.json"
@@ -107,6 +108,9 @@ def rtl_package(
     manifest = load_manifest(root) if (root / MANIFEST_NAME).is_file() else None
     if board is None:
         board = (manifest.hls.board if manifest and manifest.hls.board in boards.names() else None) or boards.DEFAULT
+    if not solver_is_cached():
+        log("rtl: the first trace in this environment compiles da4ml's matrix solver (about 3 minutes on 2 cores, "
+            "once; `python -m lepton_hls.rtl.warmup` does it ahead)")
     t0 = time.perf_counter()
     with step("trace the package's engine graph into logic"):
         traced = trace(load_engine_ir(root / "engine"))
