@@ -87,7 +87,7 @@ def test_cli_rtl_refuses_a_non_package(tmp_path):
 
 def test_the_environment_holds_da4ml_s_compiled_solver(tmp_path, monkeypatch):
     """`make env` compiles da4ml's solver into numba's cache, so that no trace pays the minutes it takes."""
-    from lepton_hls.rtl.warmup import solver_is_cached
+    from lepton_hls.compat.da4ml import solver_is_cached
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     assert solver_is_cached(), "run `python -m lepton_hls.rtl.warmup` (make env does)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def variables(x):
@@ -46,3 +48,15 @@ def emulator_make(prefix: str, stamp: str) -> EmulatorMake:
         variables={"VM_PREFIX": prefix, "STAMP": stamp, "EXTRA_CXXFLAGS": "", "VERILATOR_FLAGS": "-Wall"},
         library=f"lib{prefix}_{stamp}.so",
     )
+
+
+def solver_is_cached() -> bool:
+    """Whether numba's on-disk cache holds da4ml's compiled matrix solver.
+
+    da4ml 0.5.2 jits `cmvm.api.solve` with `cache=True`; numba 0.6x writes `<module>.<function>-<line>.py3x.*.nbc`
+    into `__pycache__` beside the sources, or under NUMBA_CACHE_DIR when that is set."""
+    import da4ml
+
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR")
+    root = Path(cache_dir) if cache_dir else Path(da4ml.__file__).parent
+    return any(root.rglob("*solve*.nbc"))

@@ -15,11 +15,11 @@ from lepton_host.manifest import MANIFEST_NAME, load_manifest
 from lepton_host.rtl_emulator import RtlEmulator
 
 from .. import boards
+from ..compat.da4ml import solver_is_cached
 from ..report_record import record_report, write_json
 from .build import RtlReport, build_rtl
 from .graph import load_engine_ir
 from .tracer import trace
-from .warmup import solver_is_cached
 
 RTL_DIR = "rtl"
 REPORT = Path("reports") / "rtl.json"

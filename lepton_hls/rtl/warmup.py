@@ -9,24 +9,14 @@ from the cache.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from da4ml.trace import FixedVariableArrayInput, comb_trace
 from lepton_host.fixedpoint import FixedFormat
 
 from . import fixed
-
-
-def solver_is_cached() -> bool:
-    """Whether numba's cache holds da4ml's solver: beside its sources, or under NUMBA_CACHE_DIR when set."""
-    import da4ml
-
-    root = Path(os.environ["NUMBA_CACHE_DIR"]) if os.environ.get("NUMBA_CACHE_DIR") else Path(da4ml.__file__).parent
-    return any(root.rglob("*solve*.nbc"))
 
 
 def warm_solver() -> float:
