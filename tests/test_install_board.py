@@ -294,10 +294,6 @@ def _closure(*extras: str) -> set[str]:
     return seen
 
 
-def _board_closure() -> set[str]:
-    return _closure("board")
-
-
 def _is_grpc_module(path: Path) -> bool:
     """The protocol over gRPC lives in serving/grpc_*: the [grpc] extra's, loaded only behind --grpc-port."""
     rel = path.relative_to(ROOT / "host" / "lepton_host")
@@ -345,27 +341,28 @@ def _module_level_imports_of_grpc_modules() -> list[str]:
     return found
 
 
-def test_board_extra_provides_every_board_side_import_and_no_build_toolchain():
+def _not_brought(imports: set[str], closure: set[str]) -> dict[str, list[str] | None]:
+    """The imports no distribution in `closure` provides, with the distributions that do provide them here."""
     import importlib.metadata as md
 
-    closure = _board_closure()
-    assert not closure & BUILD_TOOLCHAIN, sorted(closure & BUILD_TOOLCHAIN)
     providers = md.packages_distributions()
+    return {m: providers.get(m) for m in imports if not {_dist(d) for d in providers.get(m, [])} & closure}
+
+
+def test_board_extra_provides_every_board_side_import_and_no_build_toolchain():
+    closure = _closure("board")
+    assert not closure & BUILD_TOOLCHAIN, sorted(closure & BUILD_TOOLCHAIN)
     imports = _board_side_imports()
     assert {"numpy", "pynq", "starlette", "httpx"} <= imports  # the scan sees the board side's imports
-    missing = {m: providers.get(m) for m in imports if not {_dist(d) for d in providers.get(m, [])} & closure}
+    missing = _not_brought(imports, closure)
     assert not missing, f"imported by host/lepton_host, not brought by lepton-hls[board]: {missing}"
 
 
 def test_grpc_extra_provides_the_grpc_front_s_imports_and_the_board_side_loads_without_it():
-    import importlib.metadata as md
-
     closure = _closure("board", "grpc")
     assert not closure & BUILD_TOOLCHAIN, sorted(closure & BUILD_TOOLCHAIN)
-    providers = md.packages_distributions()
     imports = _board_side_imports(grpc=True)
     assert {"grpc", "google"} <= imports  # the scan sees the gRPC front's imports
-    missing = {m: providers.get(m) for m in imports if not {_dist(d) for d in providers.get(m, [])} & closure}
+    missing = _not_brought(imports, closure)
     assert not missing, f"imported by lepton_host.serving.grpc_*, not brought by lepton-hls[board,grpc]: {missing}"
     assert not _module_level_imports_of_grpc_modules(), "load the gRPC front lazily, behind --grpc-port"
-
